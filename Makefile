@@ -1,0 +1,33 @@
+# Short names for the README's commands. `make run` and `make test` set everything up first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test test-fast sweep bench app clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# No GPU: take PyTorch's CPU build first (an unpinned torch pulls a multi-GB CUDA build).
+	command -v nvidia-smi >/dev/null 2>&1 || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[app,notebook,smollm2,test]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/workbench run --method g2rl
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+app: setup
+	$(VENV)/bin/streamlit run app/main.py --server.address 127.0.0.1
+
+clean:
+	rm -rf $(VENV) mlruns.db mlartifacts outputs

@@ -1,0 +1,370 @@
+"""pass@k and maj@k estimators, and confidence intervals for them (DESIGN 5).
+
+Pure numpy/pandas/scipy: no torch, no ``workbench``, no ``trainers``.
+
+The input of the table functions is the per-sample eval artifact of DESIGN 6
+(``eval/step_<step>.parquet``): one row per sample with columns ``benchmark``,
+``problem_id``, ``sample``, ``answer`` (extracted, normalised, or null) and
+``correct`` (bool). The tables are tidy: one row per (benchmark, metric, k).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+METRIC_KINDS = ("pass", "maj")
+_MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-. /]+$")
+_EVAL_COLUMNS = ("benchmark", "problem_id", "sample", "answer", "correct")
+
+
+# --------------------------------------------------------------------------- pass@k
+
+
+def _check_n_c_k(n: int, c: int, k: int) -> None:
+    """Raise ValueError naming the bad value when not 1 <= k <= n and 0 <= c <= n."""
+    if n < 1:
+        raise ValueError(f"n={n} samples is invalid; need n >= 1")
+    if k < 1:
+        raise ValueError(f"k={k} is invalid; choose 1 <= k <= n={n}")
+    if k > n:
+        raise ValueError(f"k={k} exceeds n={n} samples; choose k <= n")
+    if not 0 <= c <= n:
+        raise ValueError(f"c={c} correct samples is outside [0, n={n}]")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with ``c`` of ``n`` samples correct.
+
+    pass@k = 1 - C(n-c, k) / C(n, k)
+           = 1 - prod_{i=n-c+1}^{n} (1 - k / i)      (stable product form)
+
+    DESIGN 5 [paper]; estimator and product form from Chen et al. 2021
+    (human-eval ``estimate_pass_at_k``). Equals 1 when n - c < k.
+
+    Raises:
+        ValueError: unless 1 <= k <= n and 0 <= c <= n.
+    """
+    n, c, k = int(n), int(c), int(k)
+    _check_n_c_k(n, c, k)
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k_array(n: int | np.ndarray, c_array: np.ndarray, k: int) -> np.ndarray:
+    """pass@k for many problems at once: one value per entry of ``c_array``.
+
+    Same formula as :func:`pass_at_k` (DESIGN 5 [paper]),
+    1 - prod_{i=n-c+1}^{n} (1 - k / i), evaluated as a masked (P, max c) product
+    so each value equals the scalar function's. ``n`` is one sample count for
+    all problems or one per problem.
+
+    Raises:
+        ValueError: unless 1 <= k <= n and 0 <= c <= n for every problem.
+    """
+    c = np.asarray(c_array, dtype=np.int64).reshape(-1)  # (P,)
+    n_arr = np.broadcast_to(np.asarray(n, dtype=np.int64), c.shape)  # (P,)
+    k = int(k)
+    bad = np.flatnonzero((n_arr < 1) | (k < 1) | (k > n_arr) | (c < 0) | (c > n_arr))
+    if bad.size:
+        p = int(bad[0])
+        try:
+            _check_n_c_k(int(n_arr[p]), int(c[p]), k)
+        except ValueError as err:
+            raise ValueError(f"problem {p}: {err}") from None
+    out = np.ones(c.shape, dtype=np.float64)  # (P,)
+    if c.size == 0:
+        return out
+    offsets = np.arange(max(int(c.max()), 1))  # (C,)
+    i = (n_arr - c + 1)[:, None] + offsets[None, :]  # (P, C)
+    factors = np.where(offsets[None, :] < c[:, None], 1.0 - k / i, 1.0)  # (P, C)
+    computed = n_arr - c >= k
+    out[computed] = 1.0 - np.prod(factors[computed], axis=1)
+    return out
+
+
+def ks_for(n: int) -> list[int]:
+    """The k values reported for n samples: 1, 2, 4, ... <= n, then n itself.
+
+    DESIGN 5 [paper]: "report k = 1, 2, 4, ..., n".
+    """
+    if n < 1:
+        raise ValueError(f"n={n} samples is invalid; need n >= 1")
+    ks = [2**e for e in range(n.bit_length()) if 2**e <= n]
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+# --------------------------------------------------------------------------- maj@k
+
+
+def answer_correctness(answers: Sequence[str | None], correct: Sequence[bool]) -> dict[str, float]:
+    """Correctness of each distinct answer string, from its samples' flags.
+
+    value(a) = 1 if most samples with answer a are flagged correct, 0 if most
+    are flagged incorrect, 0.5 if exactly half are (the expectation of a
+    uniformly random choice, as for vote ties). Samples with the same answer
+    normally agree; this only settles verifier disagreements. DESIGN 5 [ours].
+    """
+    votes: dict[str, list[int]] = {}
+    for answer, flag in zip(answers, correct, strict=True):
+        if answer is not None:
+            votes.setdefault(answer, []).append(int(bool(flag)))
+    return {a: _majority_flag(flags) for a, flags in votes.items()}
+
+
+def _majority_flag(flags: list[int]) -> float:
+    """1.0 if most flags are 1, 0.0 if most are 0, 0.5 on a tie."""
+    n_true = sum(flags)
+    n_false = len(flags) - n_true
+    return 1.0 if n_true > n_false else 0.0 if n_true < n_false else 0.5
+
+
+def _k_subsets(n: int, k: int, *, seed: int, max_subsets: int) -> np.ndarray:
+    """Index subsets of size k of range(n): all of them when C(n, k) <= max_subsets,
+    else ``max_subsets`` uniformly random ones (independent draws) from
+    ``np.random.default_rng(seed)``. Shape (S, k)."""
+    if math.comb(n, k) <= max_subsets:
+        return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    rng = np.random.default_rng(seed)
+    return np.argsort(rng.random((max_subsets, n)), axis=1)[:, :k]  # (S, k)
+
+
+def _majority_scores(votes: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Expected correctness of the majority answer for each row of vote counts.
+
+    votes: (S, A) counts per answer; value: (A,) correctness of each answer.
+    score = mean of value over the answers with the top count (uniform random
+    tie-break, in expectation); 0 when nobody voted. DESIGN 5 [paper].
+    """
+    top = votes.max(axis=1, keepdims=True) if votes.shape[1] else np.zeros((len(votes), 1))
+    tied = (votes == top) & (top > 0)  # (S, A)
+    n_tied = tied.sum(axis=1)  # (S,)
+    total = (tied * value[None, :]).sum(axis=1)  # (S,)
+    return np.divide(total, n_tied, out=np.zeros(len(votes)), where=n_tied > 0)
+
+
+def maj_at_k(
+    answers: Sequence[str | None],
+    correct: Sequence[bool],
+    k: int,
+    *,
+    seed: int = 0,
+    max_subsets: int = 256,
+) -> float:
+    """maj@k of one problem: how often a majority vote over k samples is right.
+
+    For a set S of k samples, vote(S) = mean over the answers a with the most
+    votes in S of value(a) (ties broken uniformly at random, so the exact
+    expectation over tied answers), or 0 if no sample in S has an answer.
+    maj@k = mean over k-subsets S of the n samples of vote(S).
+
+    DESIGN 5 [paper]. Subsets [ours]: k == n uses all samples; k < n averages
+    over every k-subset when C(n, k) <= ``max_subsets``, else over
+    ``max_subsets`` uniformly random k-subsets drawn with
+    ``np.random.default_rng(seed)`` (an unbiased, seeded estimate).
+
+    ``answers`` are the extracted, already normalised answers (None: no
+    answer, which casts no vote); they are compared as exact strings. value(a)
+    is :func:`answer_correctness` of the samples' ``correct`` flags.
+    """
+    n = len(answers)
+    if len(correct) != n:
+        raise ValueError(f"answers has {n} entries but correct has {len(correct)}; pass one flag per sample")
+    _check_n_c_k(n, 0, k)
+    if max_subsets < 1:
+        raise ValueError(f"max_subsets={max_subsets} is invalid; need max_subsets >= 1")
+    value_of = answer_correctness(answers, correct)
+    names = list(value_of)
+    value = np.array([value_of[a] for a in names], dtype=np.float64)  # (A,)
+    code = {a: idx for idx, a in enumerate(names)}
+    one_hot = np.zeros((n, len(names)), dtype=np.int64)  # (n, A)
+    for row, answer in enumerate(answers):
+        if answer is not None:
+            one_hot[row, code[answer]] = 1
+    subsets = _k_subsets(n, k, seed=seed, max_subsets=max_subsets)  # (S, k)
+    votes = one_hot[subsets].sum(axis=1)  # (S, A)
+    return float(_majority_scores(votes, value).mean())
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _check_eval_frame(df: pd.DataFrame) -> None:
+    missing = [col for col in _EVAL_COLUMNS if col not in df.columns]
+    if missing:
+        raise ValueError(f"eval frame lacks columns {missing}; expected {list(_EVAL_COLUMNS)} (DESIGN 6)")
+
+
+def _ks_for_benchmark(ks: Sequence[int] | None, n_min: int, benchmark: str) -> list[int]:
+    if ks is None:
+        return ks_for(n_min)
+    for k in ks:
+        if not 1 <= k <= n_min:
+            raise ValueError(
+                f"k={k} is invalid for benchmark {benchmark!r}, whose smallest problem has "
+                f"n={n_min} samples; choose 1 <= k <= {n_min}, or ks=None for ks_for(n)"
+            )
+    return [int(k) for k in ks]
+
+
+def problem_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per problem: n samples and c correct. Columns benchmark, problem_id, n, c."""
+    _check_eval_frame(df)
+    flags = df["correct"].astype(bool)
+    grouped = flags.groupby([df["benchmark"], df["problem_id"]], sort=True)
+    return pd.DataFrame({"n": grouped.size(), "c": grouped.sum()}).reset_index()
+
+
+def pass_at_k_per_problem(df: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
+    """pass@k of every problem (DESIGN 5 [paper]) from the per-sample eval frame.
+
+    ``ks=None`` uses :func:`ks_for` of each benchmark's smallest n. Returns
+    columns benchmark, problem_id, metric ("pass"), k, value.
+    """
+    counts = problem_counts(df)
+    parts = []
+    for benchmark, block in counts.groupby("benchmark", sort=True):
+        for k in _ks_for_benchmark(ks, int(block["n"].min()), str(benchmark)):
+            values = pass_at_k_array(block["n"].to_numpy(), block["c"].to_numpy(), k)
+            parts.append(block[["benchmark", "problem_id"]].assign(metric="pass", k=k, value=values))
+    return _concat(parts)
+
+
+def _answer_or_none(value: object) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def maj_at_k_per_problem(
+    df: pd.DataFrame, ks: Sequence[int] | None = None, *, seed: int = 0, max_subsets: int = 256
+) -> pd.DataFrame:
+    """maj@k of every problem (:func:`maj_at_k`, DESIGN 5 [paper]).
+
+    Samples are ordered by ``sample`` within a problem; every problem uses the
+    same ``seed``. ``ks=None`` uses :func:`ks_for` of each benchmark's smallest
+    n. Returns columns benchmark, problem_id, metric ("maj"), k, value.
+    """
+    _check_eval_frame(df)
+    rows = []
+    ordered = df.sort_values(["benchmark", "problem_id", "sample"], kind="stable")
+    for benchmark, bench in ordered.groupby("benchmark", sort=True):
+        n_min = int(bench.groupby("problem_id").size().min())
+        ks_b = _ks_for_benchmark(ks, n_min, str(benchmark))
+        for problem_id, prob in bench.groupby("problem_id", sort=True):
+            answers = [_answer_or_none(a) for a in prob["answer"]]
+            flags = prob["correct"].astype(bool).tolist()
+            for k in ks_b:
+                value = maj_at_k(answers, flags, k, seed=seed, max_subsets=max_subsets)
+                rows.append((benchmark, problem_id, "maj", k, value))
+    return pd.DataFrame(rows, columns=["benchmark", "problem_id", "metric", "k", "value"])
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame(columns=["benchmark", "problem_id", "metric", "k", "value"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _mean_over_problems(per_problem: pd.DataFrame) -> pd.DataFrame:
+    table = per_problem.groupby(["benchmark", "metric", "k"], sort=True)["value"].mean().reset_index()
+    return table.astype({"k": int, "value": float})
+
+
+def pass_at_k_table(df: pd.DataFrame, ks: Sequence[int] | None = None) -> pd.DataFrame:
+    """Per-benchmark pass@k: the mean over problems of :func:`pass_at_k`.
+
+    DESIGN 5 [paper]. Input: the per-sample eval frame of DESIGN 6. Output:
+    tidy columns benchmark, metric ("pass"), k, value. ``ks=None`` reports
+    :func:`ks_for` of each benchmark's smallest n; an explicit k above a
+    benchmark's n raises ValueError.
+    """
+    return _mean_over_problems(pass_at_k_per_problem(df, ks))
+
+
+def maj_at_k_table(
+    df: pd.DataFrame, ks: Sequence[int] | None = None, *, seed: int = 0, max_subsets: int = 256
+) -> pd.DataFrame:
+    """Per-benchmark maj@k: the mean over problems of :func:`maj_at_k`.
+
+    DESIGN 5 [paper]. Same input, ``ks`` rule and output shape as
+    :func:`pass_at_k_table`, with metric "maj".
+    """
+    return _mean_over_problems(maj_at_k_per_problem(df, ks, seed=seed, max_subsets=max_subsets))
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level} is invalid; choose a confidence level in (0, 1), e.g. 0.95")
+
+
+def bootstrap_ci(
+    values_per_problem: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean over problems and its percentile-bootstrap confidence interval.
+
+    Resample the P problem values with replacement ``n_boot`` times
+    (``np.random.default_rng(seed)``); (lo, hi) are the (1-level)/2 and
+    (1+level)/2 quantiles of the resampled means. DESIGN 5 [ours: percentile
+    bootstrap over problems].
+    """
+    _check_level(level)
+    values = np.asarray(values_per_problem, dtype=np.float64).reshape(-1)  # (P,)
+    if values.size == 0:
+        raise ValueError("values_per_problem is empty; need at least one problem")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("values_per_problem contains NaN or inf; drop or fill them first")
+    if n_boot < 1:
+        raise ValueError(f"n_boot={n_boot} is invalid; need n_boot >= 1")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(n_boot, values.size))  # (B, P)
+    means = values[idx].mean(axis=1)  # (B,)
+    lo, hi = np.quantile(means, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def mean_ci_over_seeds(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds and its Student-t confidence interval.
+
+    mean +- t_{(1+level)/2, s-1} * std(ddof=1) / sqrt(s) for s seeds
+    (``scipy.stats.t``). One seed gives (value, nan, nan). DESIGN 5 [ours].
+    """
+    _check_level(level)
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)  # (s,)
+    if arr.size == 0:
+        raise ValueError("values is empty; need at least one seed")
+    mean = float(arr.mean())
+    if arr.size == 1:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf((1.0 + level) / 2.0, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
+    return mean, mean - half, mean + half
+
+
+# --------------------------------------------------------------------------- names
+
+
+def metric_key(benchmark: str, kind: str, k: int) -> str:
+    """MLflow metric name ``eval/<benchmark>/<kind>_at_<k>`` (DESIGN 6).
+
+    MLflow rejects '@', hence ``pass_at_16`` rather than ``pass@16``.
+    """
+    if kind not in METRIC_KINDS:
+        raise ValueError(f"kind={kind!r} is unknown; choose one of {list(METRIC_KINDS)}")
+    if int(k) < 1:
+        raise ValueError(f"k={k} is invalid; need k >= 1")
+    if not _MLFLOW_NAME.match(benchmark):
+        raise ValueError(
+            f"benchmark={benchmark!r} cannot appear in an MLflow metric name; "
+            "use letters, digits, '_', '-', '.', '/' and space"
+        )
+    return f"eval/{benchmark}/{kind}_at_{int(k)}"

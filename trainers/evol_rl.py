@@ -1,0 +1,37 @@
+"""EVOL-RL's semantic-embedding novelty (DESIGN 3.3, [EVOL-RL repo]).
+
+Completions are embedded by a sentence-transformers model (the text after any
+``</think>``). Novelty ``u = 1 - (0.5 s_mean + 0.5 s_max)`` is min-max rescaled
+within each class; correct completions get ``0.5 + 0.5 u``, incorrect ones
+``-1 + 0.5 u``, those without an answer ``-1``. ``evol_rl.labels: majority``
+replaces the verifier's labels by agreement with the group's majority answer,
+the original label-free variant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainers import shaping
+from trainers.method import Method, Shaped, StepBatch
+from trainers.registry import METHODS
+
+
+@METHODS.register("evol_rl")
+class EvolRL(Method):
+    needs_embeddings = True
+    score_columns = ("novelty",)
+
+    def shape(self, batch: StepBatch) -> Shaped:
+        if self.cfg.evol_rl.labels == "majority":
+            labels = shaping.majority_labels(batch.answers, batch.groups)
+        else:
+            labels = batch.correct
+        novelty = shaping.evol_rl_novelty(batch.embeddings, labels, batch.groups)
+        rewards = shaping.evol_rl_rewards(novelty, labels, batch.has_answer, batch.groups)
+        return Shaped(
+            base_reward=batch.correct.astype(np.float64),
+            shaped_reward=rewards,
+            scores={"novelty": novelty},
+            metrics={"evol_rl/novelty_mean": float(np.mean(novelty))},
+        )

@@ -1,0 +1,242 @@
+"""The one typed config of a workbench run.
+
+Every field carries its help text and its valid range; a bad value raises
+:class:`ConfigError` naming the field, the value and what is allowed. The CLI
+builds a config from (in order) the method's defaults, the preset's defaults, a
+YAML file, the CLI flags and ``--set key.path=value`` overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    preset: str = Field("tiny", description="Model preset (tiny, smollm2-135m, qwen3-1.7b-base, qwen3-4b-base) or 'path'.")
+    name_or_path: str | None = Field(None, description="A Hugging Face id or local folder; required when preset is 'path'.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
+    cache_dir: str | None = Field(None, description="Where built/converted models are cached (default ~/.cache/g2rl-workbench).")
+    warmstart_steps: int = Field(1500, ge=0, description="Supervised warm-start steps of the tiny preset.")
+
+
+class TaskConfig(_Section):
+    name: str = Field("arithmetic", description="Training task (arithmetic, math, gsm8k, gpqa).")
+    path: str | None = Field(None, description="Training data file for file tasks (json, jsonl or parquet).")
+    test_path: str | None = Field(None, description="Held-out data file for file tasks.")
+    digits: int = Field(3, ge=1, le=12, description="Arithmetic: digits per operand.")
+    operations: list[str] = Field(default_factory=lambda: ["+"], description="Arithmetic: operations among + - *.")
+    num_train: int = Field(5000, ge=1, description="Arithmetic: training problems generated.")
+    num_test: int = Field(200, ge=1, description="Arithmetic: held-out problems generated.")
+    data_seed: int = Field(1234, description="Seed of the synthetic data (independent of the run seed).")
+    max_problems: int | None = Field(None, ge=1, description="Cap on problems read per split.")
+    answer_timeout_s: float = Field(5.0, gt=0, description="Time limit of one symbolic answer check.")
+    system_prompt: str | None = Field(None, description="Override the task's system prompt.")
+
+    @field_validator("operations")
+    @classmethod
+    def _known_ops(cls, ops: list[str]) -> list[str]:
+        bad = [op for op in ops if op not in {"+", "-", "*"}]
+        if bad or not ops:
+            raise ValueError(f"operations {ops!r} must be a non-empty subset of ['+', '-', '*']")
+        return ops
+
+
+class TrainingConfig(_Section):
+    steps: int = Field(100, ge=1, description="Optimizer steps.")
+    learning_rate: float = Field(3e-4, gt=0, le=1.0, description="AdamW learning rate (paper: 5e-7 on Qwen3).")
+    prompts_per_step: int = Field(8, ge=1, description="Prompts per optimizer step (paper: 16).")
+    num_generations: int = Field(8, ge=2, description="Completions per prompt, the group size m (paper: 16).")
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference policy (paper: 0.001).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="PPO clip range.")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss aggregation.")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="Divide advantages by the group std.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature in training (paper: 1.0).")
+    max_prompt_length: int | None = Field(None, ge=1, description="Truncate prompts to this many tokens.")
+    max_completion_length: int = Field(8, ge=1, description="Completion tokens per sample.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    num_iterations: int = Field(1, ge=1, description="Policy updates per generation batch (PPO epochs).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Learning-rate warmup share of the run.")
+    gradient_checkpointing: bool = Field(False, description="Activation checkpointing (slower on CPU).")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPU).")
+    use_vllm: bool = Field(False, description="Generate with vLLM (GPU); G2RL then uses the forward feature route.")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
+
+
+class EntropyConfig(_Section):
+    coef: float = Field(0.01, ge=0, le=1, description="Entropy bonus coefficient eta (loss - eta * H).")
+
+
+class EvolRLConfig(_Section):
+    labels: Literal["verifier", "majority"] = Field("verifier", description="Correctness labels: verifier or majority vote.")
+
+
+class G2RLConfig(_Section):
+    lam: float = Field(1.0, ge=0, le=2, description="Scaler strength lambda; [0, 2] keeps the clip at 3 inactive.")
+    scaler: Literal["paper_text", "eq12"] = Field("paper_text", description="Which reading of the reward scaler.")
+    route: Literal["sampling", "forward"] = Field("sampling", description="Where Phi is computed.")
+    clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
+
+
+class FeaturesConfig(_Section):
+    every: int = Field(1, ge=0, description="Dump features every N steps (0: never).")
+    dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
+    project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
+    encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
+    tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
+
+
+class EvalConfig(_Section):
+    every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
+    n: int = Field(8, ge=1, description="Samples per problem.")
+    temperature: float = Field(0.8, gt=0, description="Evaluation temperature (paper: 0.8).")
+    benchmarks: list[str] = Field(default_factory=lambda: ["task"], description="Benchmarks; 'task' = the task's test split.")
+    data_dir: str | None = Field(None, description="Folder holding benchmark files.")
+    max_problems: int | None = Field(64, ge=1, description="Problems per benchmark.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Default: training.max_completion_length.")
+    final: bool = Field(True, description="Evaluate at the end of the run.")
+
+
+class TrackingConfig(_Section):
+    experiment: str = Field("workbench", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name (default method-seed).")
+
+
+class WorkbenchConfig(_Section):
+    method: str = Field("grpo", description="grpo, entropy, evol_rl, g2rl, or 'module:Class'.")
+    seed: int = Field(0, ge=0, description="Run seed (model init of RL, sampling, data order).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    entropy: EntropyConfig = Field(default_factory=EntropyConfig)
+    evol_rl: EvolRLConfig = Field(default_factory=EvolRLConfig)
+    g2rl: G2RLConfig = Field(default_factory=G2RLConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> WorkbenchConfig:
+        from trainers.registry import resolve_method
+        from workbench.models.presets import PRESETS
+        from workbench.tasks import TASKS
+
+        resolve_method(self.method)
+        if self.model.preset != "path":
+            PRESETS.get(self.model.preset)
+        elif not self.model.name_or_path:
+            raise ValueError("model.preset 'path' needs model.name_or_path (a Hugging Face id or folder)")
+        TASKS.get(self.task.name)
+        return self
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the MLflow params of a config."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, refusing unknown keys."""
+    keys = dotted.split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(keys[:i]) or "the top level"
+            valid = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+            raise ConfigError(f"unknown config key {dotted!r}: {key!r} is not a field of {where}; valid: {valid}")
+        if i == len(keys) - 1:
+            node[key] = value
+        else:
+            node = node[key]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` -> (key.path, YAML-parsed value), e.g. ``training.steps=5``."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} must look like key.path=value, e.g. --set training.steps=50")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file; errors name the file and the line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML at{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(layers: list[dict[str, Any]], overrides: list[str] = ()) -> WorkbenchConfig:
+    """Merge config layers (later wins), apply ``key=value`` overrides, validate."""
+    data = WorkbenchConfig.model_construct().model_dump()
+    for layer in layers:
+        data = deep_merge(data, layer)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_path(data, key, value)
+    return validate(data)
+
+
+def validate(data: dict[str, Any]) -> WorkbenchConfig:
+    """Validate a config dict; the error names each bad field, its value and the rule."""
+    try:
+        return WorkbenchConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "config"
+            value = e.get("input")
+            if e["type"] == "extra_forbidden":
+                lines.append(f"unknown config key {field!r}; check the spelling (see `workbench run --help`)")
+            elif field == "config":
+                lines.append(str(e.get("ctx", {}).get("error", e["msg"])))
+            else:
+                lines.append(f"{field}={value!r}: {e['msg']}")
+        raise ConfigError("invalid config: " + "; ".join(lines)) from None
+
+
+def to_yaml(cfg: WorkbenchConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

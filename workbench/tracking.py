@@ -1,0 +1,156 @@
+"""MLflow recording (DESIGN 6) behind one small interface, and a stand-in.
+
+Training code calls a :class:`Tracker` and never asks whether tracking is on:
+:class:`NullTracker` accepts the same calls and does nothing (nanochat's
+``DummyWandb``). :class:`MlflowTracker` talks to any tracking server through
+``MlflowClient`` with an explicit run id, so several runs can be written from
+one process. Without ``MLFLOW_TRACKING_URI`` the store is ``mlruns.db``
+(SQLite) with artifacts under ``mlartifacts/``, both in the working directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_DB = "mlruns.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-./ ]+$")
+
+
+class TrackingError(RuntimeError):
+    """The tracking server cannot be used; the message says which and how to fix it."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def check_metric_name(name: str) -> str:
+    if not _METRIC_NAME.match(name):
+        raise ValueError(f"metric name {name!r} has characters MLflow rejects; use letters, digits, _ - . / and space")
+    return name
+
+
+def client(uri: str | None = None):
+    """An ``MlflowClient`` for ``uri``, checked to answer before any training starts."""
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _check_server(uri: str) -> None:
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is not reachable ({type(err).__name__}); start it "
+            f"(e.g. `mlflow server --port 5000`) or unset MLFLOW_TRACKING_URI to use a local SQLite file"
+        ) from None
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """The id of experiment ``name``, created if missing (local artifacts for SQLite)."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    uri = mlflow_client._tracking_client.tracking_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        location = (db.parent / DEFAULT_ARTIFACTS).resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Accepts every tracker call and records nothing."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def finish(self, status: str = "FINISHED") -> None: ...
+
+
+class MlflowTracker:
+    """Writes one MLflow run through ``MlflowClient`` (batched metrics, atomic artifacts)."""
+
+    def __init__(self, mlflow_client, run_id: str) -> None:
+        self.client = mlflow_client
+        self.run_id = run_id
+
+    @classmethod
+    def start(cls, experiment: str, run_name: str, tags: dict[str, str], uri: str | None = None) -> MlflowTracker:
+        c = client(uri)
+        run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
+        return cls(c, run.info.run_id)
+
+    @classmethod
+    def resume(cls, run_id: str, uri: str | None = None) -> MlflowTracker:
+        c = client(uri)
+        c.get_run(run_id)  # raises if unknown
+        c.update_run(run_id, status="RUNNING")
+        return cls(c, run_id)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(check_metric_name(k), float(v), now, step)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_parquet(self, frame: Any, artifact_file: str) -> None:
+        """Write a DataFrame as Parquet, fully, then hand the finished file to MLflow."""
+        path = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path.name
+            frame.to_parquet(local, index=False)
+            self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
