@@ -6,6 +6,7 @@ reads only through ``MlflowClient``. No torch, no workbench imports.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "status", "start_time", "last_step",
@@ -13,6 +14,9 @@ RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "status
 
 
 def _client(uri: str):
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -54,3 +58,67 @@ def metric_history(run_id: str, key: str, uri: str) -> pd.DataFrame:
     history = _client(uri).get_metric_history(run_id, key)
     frame = pd.DataFrame([(m.step, m.value) for m in history], columns=["step", "value"])
     return frame.sort_values("step", kind="stable").drop_duplicates("step", keep="last").reset_index(drop=True)
+
+
+DUMP_DIR = "features"
+EVAL_DIR = "eval"
+
+
+def _step_of(path: str) -> int | None:
+    name = path.rsplit("/", 1)[-1]
+    if not (name.startswith("step_") and name.endswith(".parquet")):
+        return None
+    digits = name[len("step_") : -len(".parquet")]
+    return int(digits) if digits.isdigit() else None
+
+
+def artifact_steps(run_id: str, uri: str, folder: str = DUMP_DIR) -> list[int]:
+    """Steps that have a ``<folder>/step_<step>.parquet`` artifact, ascending."""
+    files = _client(uri).list_artifacts(run_id, folder)
+    return sorted(s for f in files if (s := _step_of(f.path)) is not None)
+
+
+def _read_parquet_artifact(client, run_id: str, path: str) -> pd.DataFrame | None:
+    """Download and parse one Parquet artifact; a truncated or corrupt file gives None."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run_id, path, tmp)
+        try:
+            return pq.read_table(local).to_pandas()
+        except (pa.ArrowInvalid, OSError):
+            return None
+
+
+def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: str = DUMP_DIR) -> pd.DataFrame:
+    """The per-completion feature dumps of a run (DESIGN 6) for ``steps`` (default all), concatenated.
+
+    A dump that cannot be parsed (an interrupted write) is skipped and its step
+    listed in ``frame.attrs["invalid_steps"]``; the run id is in column ``run_id``.
+    """
+    client = _client(uri)
+    available = artifact_steps(run_id, uri, folder)
+    wanted = available if steps is None else [s for s in steps if s in set(available)]
+    frames, invalid = [], []
+    for step in wanted:
+        frame = _read_parquet_artifact(client, run_id, f"{folder}/step_{step:06d}.parquet")
+        if frame is None:
+            invalid.append(step)
+        else:
+            frames.append(frame)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not out.empty:
+        out.insert(0, "run_id", run_id)
+    out.attrs["invalid_steps"] = invalid
+    return out
+
+
+def stack(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A list-valued column (``grad_feature``, ``embedding``) as an (N, d) float array."""
+    values = frame[column].tolist()
+    if not values or any(v is None for v in values):
+        raise ValueError(f"column {column!r} has missing vectors; was it recorded for this run?")
+    return np.stack([np.asarray(v, dtype=np.float64) for v in values])

@@ -27,11 +27,12 @@ class EvolRL(Method):
             labels = shaping.majority_labels(batch.answers, batch.groups)
         else:
             labels = batch.correct
-        novelty = shaping.evol_rl_novelty(batch.embeddings, labels, batch.groups)
+        # Completions without an answer are no peers (EVOL-RL repo); their novelty is NaN.
+        novelty = shaping.evol_rl_novelty(batch.embeddings, labels, batch.groups, valid=batch.has_answer)
         rewards = shaping.evol_rl_rewards(novelty, labels, batch.has_answer, batch.groups)
         return Shaped(
             base_reward=batch.correct.astype(np.float64),
             shaped_reward=rewards,
             scores={"novelty": novelty},
-            metrics={"evol_rl/novelty_mean": float(np.mean(novelty))},
+            metrics={"evol_rl/novelty_mean": float(np.nanmean(novelty)) if np.isfinite(novelty).any() else 0.0},
         )

@@ -20,7 +20,6 @@ and feature dumps.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
-from trainers.features import PhiAccumulator, phi_forward
+from trainers.features import PhiAccumulator, extra_logits_processors, pad_batch, phi_forward
 from trainers.method import Method, Shaped, StepBatch
 
 
@@ -65,17 +64,17 @@ class WorkbenchTrainer(GRPOTrainer):
         self.want_features = want_features or method.needs_features
         self.want_embeddings = embedder is not None
         self.route = "forward" if self.use_vllm else route
-        self._accumulator: PhiAccumulator | None = None
-        self._local: dict[str, Any] = {}
-        self._step: dict[str, Any] = {}
+        self._wb_accumulator: PhiAccumulator | None = None
+        self._wb_local: dict[str, Any] = {}
+        self._wb_batch: dict[str, Any] = {}
 
     # -- generation: Phi by the sampling route -------------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if not (self.want_features and self.route == "sampling") or self.use_vllm:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-        self._accumulator = PhiAccumulator(self.generation_config)
         model = self.accelerator.unwrap_model(self.model_wrapped)
-        with _extra_logits_processor(model, self._accumulator):
+        self._wb_accumulator = PhiAccumulator.from_generation_config(model, self.generation_config)
+        with extra_logits_processors(model, self._wb_accumulator):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
     def _generate(self, prompts: list):
@@ -85,18 +84,19 @@ class WorkbenchTrainer(GRPOTrainer):
         phi = self._local_phi(prompt_ids, completion_ids) if self.want_features else None
         feature_s = time.perf_counter() - start
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        self._local = {"phi": phi, "texts": texts, "num_tokens": [len(c) for c in completion_ids],
+        self._wb_local = {"phi": phi, "texts": texts, "num_tokens": [len(c) for c in completion_ids],
                        "feature_s": feature_s}
         return out
 
     def _local_phi(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> torch.Tensor:
         model = self.accelerator.unwrap_model(self.model_wrapped)
-        weight = model.get_output_embeddings().weight  # (V, d)
-        if self.route == "sampling":
-            phi = self._accumulator.phi(weight, completion_ids)  # (B, d)
-            self._accumulator = None
-            return phi
-        return phi_forward(model, prompt_ids, completion_ids, self.temperature, pad_token_id=self._tokenizer.pad_token_id)
+        device = model.get_output_embeddings().weight.device
+        ids, attn, cmask = pad_batch(prompt_ids, completion_ids, self._tokenizer.pad_token_id, device=device)
+        if self.route == "sampling" and self._wb_accumulator is not None:
+            acc, self._wb_accumulator = self._wb_accumulator, None
+            completion = ids[:, ids.size(1) - cmask.size(1) :]  # (B, C)
+            return acc.phi(model.get_output_embeddings().weight, completion, cmask)  # (B, d)
+        return phi_forward(model, ids, attn, cmask, self.temperature)  # (B, d)
 
     # -- rewards: gather the group, let the method shape it -------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -107,11 +107,11 @@ class WorkbenchTrainer(GRPOTrainer):
         timed_out = gather_object([v.timed_out for v in verdicts])
         features = embeddings = None
         embed_s = 0.0
-        if self._local["phi"] is not None:
-            features = gather(self._local["phi"].to(device=device, dtype=torch.float32)).cpu().numpy()  # (N, d)
+        if self._wb_local["phi"] is not None:
+            features = gather(self._wb_local["phi"].to(device=device, dtype=torch.float32)).cpu().numpy()  # (N, d)
         if self.want_embeddings:
             start = time.perf_counter()
-            local_emb = torch.from_numpy(self.embedder.encode(self._local["texts"])).to(device)  # (B, e)
+            local_emb = torch.from_numpy(self.embedder.encode(self._wb_local["texts"])).to(device)  # (B, e)
             embed_s = time.perf_counter() - start
             embeddings = gather(local_emb).cpu().numpy()  # (N, e)
         n = correct.numel()
@@ -125,12 +125,12 @@ class WorkbenchTrainer(GRPOTrainer):
         )
         shaped = self.method.shape(batch)
         _check_finite(shaped)
-        self._step = {"batch": batch, "shaped": shaped, "timed_out": timed_out, "embed_s": embed_s,
+        self._wb_batch = {"batch": batch, "shaped": shaped, "timed_out": timed_out, "embed_s": embed_s,
                       "prompts": gather_object([_prompt_text(p) for p in prompts]),
                       "prompt_ids": gather_object([str(x.get("prompt_id", "")) for x in inputs]),
-                      "texts": gather_object(self._local["texts"]),
-                      "num_tokens": gather_object(self._local["num_tokens"]),
-                      "feature_s": self._local["feature_s"]}
+                      "texts": gather_object(self._wb_local["texts"]),
+                      "num_tokens": gather_object(self._wb_local["num_tokens"]),
+                      "feature_s": self._wb_local["feature_s"]}
         return torch.as_tensor(shaped.shaped_reward, dtype=torch.float32, device=device).unsqueeze(1)  # (N, 1)
 
     def _generate_and_score_completions(self, inputs):
@@ -138,7 +138,7 @@ class WorkbenchTrainer(GRPOTrainer):
         if self.model.training:
             advantages = gather(output["advantages"].detach()).float().cpu().numpy()  # (N,)
             if self.accelerator.is_main_process:
-                self.recorder.record(step=self.state.global_step + 1, advantages=advantages, **self._step)
+                self.recorder.record(step=self.state.global_step + 1, advantages=advantages, **self._wb_batch)
         return output
 
 
@@ -155,26 +155,3 @@ def _check_finite(shaped: Shaped) -> None:
             f"{int(bad.sum())} shaped rewards are NaN or infinite (indices {np.flatnonzero(bad)[:8].tolist()}); "
             "the method's shape() must return finite rewards"
         )
-
-
-@contextlib.contextmanager
-def _extra_logits_processor(model, processor):
-    """Make ``model.generate`` run with ``processor`` appended to its logits processors.
-
-    TRL calls ``unwrapped_model.generate(**inputs, generation_config=...)`` with no
-    way to pass processors, so the bound method is shadowed on the instance for
-    the duration of one generation and restored afterwards.
-    """
-    from transformers import LogitsProcessorList
-
-    original = model.generate
-
-    def generate(*args, **kwargs):
-        kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor") or [], processor])
-        return original(*args, **kwargs)
-
-    model.generate = generate
-    try:
-        yield
-    finally:
-        del model.generate

@@ -91,6 +91,15 @@ class G2RLConfig(_Section):
     route: Literal["sampling", "forward"] = Field("sampling", description="Where Phi is computed.")
     clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
 
+    @model_validator(mode="after")
+    def _eq12_keeps_sign(self) -> G2RLConfig:
+        if self.scaler == "eq12" and self.lam > 1:
+            raise ValueError(
+                f"g2rl.lam={self.lam} with g2rl.scaler=eq12 makes f = 1 - lam * nu_bar negative, turning penalties "
+                "of wrong answers into rewards; use lam <= 1 with eq12, or scaler paper_text"
+            )
+        return self
+
 
 class FeaturesConfig(_Section):
     every: int = Field(1, ge=0, description="Dump features every N steps (0: never).")

@@ -11,10 +11,7 @@ the app and the notebooks call, so all three agree by construction.
 from __future__ import annotations
 
 import time
-from typing import Any
-
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from transformers import TrainerCallback
 
@@ -30,6 +27,10 @@ SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
 
 def dump_path(step: int) -> str:
     return f"features/step_{step:06d}.parquet"
+
+
+def eval_path(step: int) -> str:
+    return f"eval/step_{step:06d}.parquet"
 
 
 def random_projection(x: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
@@ -83,32 +84,37 @@ class StepRecorder:
         return out | shaped.metrics
 
     def frame(self, step: int, batch: StepBatch, shaped: Shaped, advantages: np.ndarray, prompts: list[str],
-              prompt_ids: list[str], texts: list[str], num_tokens: list[int]) -> pd.DataFrame:
+              prompt_ids: list[str], texts: list[str], num_tokens: list[int]) -> pa.Table:
+        """The dump of one step as an Arrow table with the schema of DESIGN 6."""
         n = len(batch.groups)
         sample = np.zeros(n, dtype=np.int64)
         for g in np.unique(batch.groups):
             idx = np.flatnonzero(batch.groups == g)
             sample[idx] = np.arange(len(idx))
-        columns: dict[str, Any] = {
-            "step": pd.array([step] * n, dtype="int64"),
-            "group": batch.groups.astype(np.int64),
-            "sample": sample,
-            "prompt_id": prompt_ids,
-            "prompt": prompts,
-            "completion": texts,
-            "answer": pd.array(batch.answers, dtype="string"),
-            "correct": batch.correct.astype(bool),
-            "base_reward": shaped.base_reward.astype(np.float64),
-            "shaped_reward": shaped.shaped_reward.astype(np.float64),
-            "advantage": advantages.astype(np.float64),
-            "num_tokens": np.asarray(num_tokens, dtype=np.int64),
-            "grad_feature": self._vectors(self._project(batch.features), n),
-            "embedding": self._vectors(batch.embeddings, n),
+        vec = pa.float16() if self.features.dtype == "float16" else pa.float32()
+        columns = {
+            "step": pa.array(np.full(n, step, dtype=np.int64)),
+            "group": pa.array(batch.groups.astype(np.int64)),
+            "sample": pa.array(sample),
+            "prompt_id": pa.array(prompt_ids, pa.string()),
+            "prompt": pa.array(prompts, pa.string()),
+            "completion": pa.array(texts, pa.string()),
+            "answer": pa.array(batch.answers, pa.string()),
+            "correct": pa.array(batch.correct.astype(bool)),
+            "base_reward": pa.array(shaped.base_reward.astype(np.float64)),
+            "shaped_reward": pa.array(shaped.shaped_reward.astype(np.float64)),
+            "advantage": pa.array(advantages.astype(np.float64)),
+            "num_tokens": pa.array(np.asarray(num_tokens, dtype=np.int64)),
+            "grad_feature": _vectors(self._project(batch.features), n, vec),
+            "embedding": _vectors(batch.embeddings, n, vec),
         }
         for name in SCORE_COLUMNS:
             values = shaped.scores.get(name)
-            columns[name] = pd.array(values if values is not None else [None] * n, dtype="Float64")
-        return pd.DataFrame(columns)[list(DUMP_COLUMNS)]
+            columns[name] = pa.array(
+                [None] * n if values is None else [None if not np.isfinite(v) else float(v) for v in values],
+                pa.float64(),
+            )
+        return pa.table(columns)
 
     def _project(self, features: np.ndarray | None) -> np.ndarray | None:
         dim = self.features.project_dim
@@ -116,14 +122,13 @@ class StepRecorder:
             return features
         return random_projection(features, dim, seed=self.seed)
 
-    def _vectors(self, x: np.ndarray | None, n: int) -> pd.Series:
-        dtype = pa.float16() if self.features.dtype == "float16" else pa.float32()
-        if x is None:
-            return pd.Series(pd.arrays.ArrowExtensionArray(pa.nulls(n, pa.list_(dtype))))
-        np_dtype = np.float16 if self.features.dtype == "float16" else np.float32
-        flat = pa.array(np.ascontiguousarray(x, dtype=np_dtype).ravel(), type=dtype)
-        lists = pa.FixedSizeListArray.from_arrays(flat, x.shape[1]).cast(pa.list_(dtype))
-        return pd.Series(pd.arrays.ArrowExtensionArray(lists))
+
+def _vectors(x: np.ndarray | None, n: int, dtype: pa.DataType) -> pa.Array:
+    """(N, d) array -> list<dtype> column; None -> a column of nulls."""
+    if x is None:
+        return pa.nulls(n, pa.list_(dtype))
+    flat = pa.array(np.ascontiguousarray(x, dtype=dtype.to_pandas_dtype()).ravel(), type=dtype)
+    return pa.FixedSizeListArray.from_arrays(flat, x.shape[1]).cast(pa.list_(dtype))
 
 
 class TrackerCallback(TrainerCallback):

@@ -141,11 +141,15 @@ class MlflowTracker:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_parquet(self, frame: Any, artifact_file: str) -> None:
-        """Write a DataFrame as Parquet, fully, then hand the finished file to MLflow."""
+        """Write a table (Arrow or pandas) as Parquet, fully, then hand the finished file to MLflow."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = Path(artifact_file)
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / path.name
-            frame.to_parquet(local, index=False)
+            pq.write_table(table, local)
             self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
 
     def set_tags(self, tags: dict[str, str]) -> None:

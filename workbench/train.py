@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
-    """Train ``cfg`` and record it through ``tracker`` (a NullTracker records nothing)."""
+def train(cfg: WorkbenchConfig, tracker: Tracker):
+    """Train ``cfg``, record it through ``tracker`` (a NullTracker records nothing); return the trainer."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     from datasets import Dataset
@@ -57,10 +58,12 @@ def train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
 
     from trainers.registry import resolve_method
     from trainers.trainer import VerifierReward, WorkbenchTrainer
+    from workbench.evaluation import EvalCallback, benchmark_suite
     from workbench.models.presets import PRESETS
     from workbench.recording import StepRecorder, TrackerCallback
     from workbench.tasks import build_task
 
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     seed_everything(cfg.seed)
     task = build_task(cfg.task)
     model_path = cfg.model.name_or_path if cfg.model.preset == "path" else PRESETS.get(cfg.model.preset).load(cfg)
@@ -92,9 +95,9 @@ def train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
         top_p=1.0,
         max_completion_length=t.max_completion_length,
         max_grad_norm=t.max_grad_norm,
-        warmup_ratio=t.warmup_ratio,
+        warmup_steps=int(t.warmup_ratio * t.steps),
         lr_scheduler_type="constant_with_warmup" if t.warmup_ratio else "constant",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         bf16=t.bf16 and cuda,
         use_cpu=not cuda,
         use_vllm=t.use_vllm,
@@ -113,6 +116,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
         from trainers.embeddings import TextEmbedder
 
         embedder = TextEmbedder(cfg.features.encoder)
+    evaluator = EvalCallback(cfg, benchmark_suite(cfg, task) if cfg.eval.every or cfg.eval.final else [],
+                             tokenizer, tracker)
     trainer = WorkbenchTrainer(
         model=model,
         args=args,
@@ -124,9 +129,10 @@ def train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
         embedder=embedder,
         want_features=want_features,
         route=cfg.g2rl.route,
-        callbacks=[TrackerCallback(tracker)],
+        callbacks=[TrackerCallback(tracker), evaluator.callback],
     )
     trainer.train()
+    return trainer
 
 
 def _example(problem, chat: bool) -> dict:

