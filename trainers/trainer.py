@@ -101,37 +101,24 @@ class WorkbenchTrainer(GRPOTrainer):
     # -- rewards: gather the group, let the method shape it -------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         correct = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)[:, 0]  # (N,)
-        verdicts = self.verifier.last
-        device = correct.device
-        answers = gather_object([v.answer for v in verdicts])
-        timed_out = gather_object([v.timed_out for v in verdicts])
-        features = embeddings = None
-        embed_s = 0.0
-        if self._wb_local["phi"] is not None:
-            features = gather(self._wb_local["phi"].to(device=device, dtype=torch.float32)).cpu().numpy()  # (N, d)
+        embeddings, embed_s = None, 0.0
         if self.want_embeddings:
             start = time.perf_counter()
-            local_emb = torch.from_numpy(self.embedder.encode(self._wb_local["texts"])).to(device)  # (B, e)
+            embeddings = torch.from_numpy(self.embedder.encode(self._wb_local["texts"]))  # (B, e)
             embed_s = time.perf_counter() - start
-            embeddings = gather(local_emb).cpu().numpy()  # (N, e)
-        n = correct.numel()
-        batch = StepBatch(
-            groups=np.arange(n) // self.num_generations,
-            correct=correct.cpu().numpy() > 0.5,
-            has_answer=np.array([a is not None for a in answers]),
-            answers=answers,
-            features=features,
-            embeddings=embeddings,
-        )
+        verdicts = self.verifier.last
+        batch = gather_step_batch(correct, [v.answer for v in verdicts], self._wb_local["phi"], embeddings,
+                                  self.num_generations)
         shaped = self.method.shape(batch)
         _check_finite(shaped)
-        self._wb_batch = {"batch": batch, "shaped": shaped, "timed_out": timed_out, "embed_s": embed_s,
-                      "prompts": gather_object([_prompt_text(p) for p in prompts]),
-                      "prompt_ids": gather_object([str(x.get("prompt_id", "")) for x in inputs]),
-                      "texts": gather_object(self._wb_local["texts"]),
-                      "num_tokens": gather_object(self._wb_local["num_tokens"]),
-                      "feature_s": self._wb_local["feature_s"]}
-        return torch.as_tensor(shaped.shaped_reward, dtype=torch.float32, device=device).unsqueeze(1)  # (N, 1)
+        self._wb_batch = {"batch": batch, "shaped": shaped, "embed_s": embed_s,
+                          "timed_out": gather_object([v.timed_out for v in verdicts]),
+                          "prompts": gather_object([_prompt_text(p) for p in prompts]),
+                          "prompt_ids": gather_object([str(x.get("prompt_id", "")) for x in inputs]),
+                          "texts": gather_object(self._wb_local["texts"]),
+                          "num_tokens": gather_object(self._wb_local["num_tokens"]),
+                          "feature_s": self._wb_local["feature_s"]}
+        return torch.as_tensor(shaped.shaped_reward, dtype=torch.float32, device=correct.device).unsqueeze(1)  # (N, 1)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -140,6 +127,33 @@ class WorkbenchTrainer(GRPOTrainer):
             if self.accelerator.is_main_process:
                 self.recorder.record(step=self.state.global_step + 1, advantages=advantages, **self._wb_batch)
         return output
+
+
+def gather_step_batch(correct: torch.Tensor, answers: list[str | None], features: torch.Tensor | None,
+                      embeddings: torch.Tensor | None, num_generations: int) -> StepBatch:
+    """One whole generation batch on every process, in TRL's order (rank by rank).
+
+    ``correct`` is already gathered (TRL's rewards); answers, Phi and embeddings
+    are local and gathered here, so a group split across processes is scored
+    whole and 1 or N processes give the same shaped rewards. TRL's sampler puts
+    each prompt's ``num_generations`` completions next to each other, so the
+    group of global row ``i`` is ``i // num_generations``.
+    """
+    device = correct.device
+    answers = gather_object(answers)
+    if features is not None:
+        features = gather(features.to(device=device, dtype=torch.float32).contiguous()).cpu().numpy()  # (N, d)
+    if embeddings is not None:
+        embeddings = gather(embeddings.to(device=device, dtype=torch.float32).contiguous()).cpu().numpy()  # (N, e)
+    n = correct.numel()
+    return StepBatch(
+        groups=np.arange(n) // num_generations,
+        correct=correct.detach().cpu().numpy() > 0.5,
+        has_answer=np.array([a is not None for a in answers]),
+        answers=answers,
+        features=features,
+        embeddings=embeddings,
+    )
 
 
 def _prompt_text(prompt) -> str:

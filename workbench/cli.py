@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
+from workbench.eval_cmd import add_eval_parser
+from workbench.report import add_report_parser
+from workbench.sweep import add_sweep_parser
 from workbench.registry import UnknownNameError
 from workbench.tracking import TrackingError, tracking_uri
 
@@ -30,8 +33,6 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> WorkbenchConfig:
     """Layers, later wins: preset defaults < YAML file < flags < --set overrides."""
-    from workbench.models.presets import PRESETS
-
     file_layer = load_yaml(args.config) if args.config else {}
     flags: dict[str, Any] = {}
     put = lambda section, key, value: value is not None and flags.setdefault(section, {}).__setitem__(key, value)  # noqa: E731
@@ -46,9 +47,7 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
     put("task", "path", args.data)
     put("training", "steps", args.steps)
     put("tracking", "experiment", args.experiment)
-    preset = (flags.get("model", {}).get("preset") or file_layer.get("model", {}).get("preset") or "tiny")
-    preset_layer = PRESETS.get(preset).defaults if preset != "path" else {}
-    return build_config([preset_layer, file_layer, flags, extra or {}], args.overrides)
+    return build_config([file_layer, flags, extra or {}], args.overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -117,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list the runs of an experiment")
     runs.add_argument("--experiment", default="workbench", help="MLflow experiment name")
     runs.set_defaults(func=cmd_runs)
+    add_sweep_parser(sub)
+    add_eval_parser(sub)
+    add_report_parser(sub)
     return p
 
 

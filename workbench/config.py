@@ -9,6 +9,7 @@ YAML file, the CLI flags and ``--set key.path=value`` overrides.
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
@@ -55,7 +56,7 @@ class TaskConfig(_Section):
 
 class TrainingConfig(_Section):
     steps: int = Field(100, ge=1, description="Optimizer steps.")
-    learning_rate: float = Field(3e-4, gt=0, le=1.0, description="AdamW learning rate (paper: 5e-7 on Qwen3).")
+    learning_rate: float = Field(1e-4, gt=0, le=1.0, description="AdamW learning rate (paper: 5e-7 on Qwen3).")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per optimizer step (paper: 16).")
     num_generations: int = Field(8, ge=2, description="Completions per prompt, the group size m (paper: 16).")
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference policy (paper: 0.001).")
@@ -73,6 +74,7 @@ class TrainingConfig(_Section):
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPU).")
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU); G2RL then uses the forward feature route.")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
+    cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
     output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
 
@@ -218,15 +220,26 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(layers: list[dict[str, Any]], overrides: list[str] = ()) -> WorkbenchConfig:
-    """Merge config layers (later wins), apply ``key=value`` overrides, validate."""
+def build_config(layers: list[dict[str, Any]], overrides: Sequence[str] = ()) -> WorkbenchConfig:
+    """Defaults < the preset's defaults < ``layers`` (later wins) < ``key=value`` overrides; validated."""
+    data = _merge([_preset_defaults(_merge(layers, overrides)["model"]["preset"]), *layers], overrides)
+    return validate(data)
+
+
+def _merge(layers: list[dict[str, Any]], overrides: Sequence[str]) -> dict[str, Any]:
     data = WorkbenchConfig.model_construct().model_dump()
     for layer in layers:
         data = deep_merge(data, layer)
     for text in overrides:
         key, value = parse_override(text)
         set_path(data, key, value)
-    return validate(data)
+    return data
+
+
+def _preset_defaults(name: Any) -> dict[str, Any]:
+    from workbench.models.presets import PRESETS
+
+    return PRESETS.get(name).defaults if isinstance(name, str) and name in PRESETS else {}
 
 
 def validate(data: dict[str, Any]) -> WorkbenchConfig:

@@ -65,6 +65,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker):
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     seed_everything(cfg.seed)
+    if cfg.training.cpu_threads:
+        torch.set_num_threads(cfg.training.cpu_threads)
     task = build_task(cfg.task)
     model_path = cfg.model.name_or_path if cfg.model.preset == "path" else PRESETS.get(cfg.model.preset).load(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

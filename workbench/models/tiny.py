@@ -4,6 +4,15 @@ RL needs a policy that is right some of the time and wrong some of the time, so
 the tiny model is first trained by a short supervised run on the arithmetic
 task's training split (loss on the answer tokens only). The result is cached in
 a folder keyed by everything that determines it, so the warm start runs once.
+
+Label noise [ours]: in half of the supervised examples of an addition the target
+drops every carry (``347+589=`` -> ``826`` instead of ``936``). The warm-started
+policy then mixes a sound and an unsound procedure, much as a pretrained LLM
+mixes sound and unsound reasoning, and RL has something to find. Measured here:
+trained on clean targets, the model sits in a sharp optimum that GRPO steps only
+degrade (held-out probability of the right answer 0.62 -> 0.57 in 100 steps at
+lr 3e-5, collapse at 1e-4); with carry-dropping noise it rises 0.24 -> 0.30 in
+100 steps at lr 1e-4.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +42,7 @@ ARCH = {
     "max_position_embeddings": 64,
     "tie_word_embeddings": False,
 }
-WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "seed": 0, "version": 2}
+WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "seed": 0, "label_noise": 0.5, "version": 3}
 
 
 def cache_root(cfg: WorkbenchConfig) -> Path:
@@ -68,7 +79,8 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
                          eos_token_id=tok.eos_token_id, **ARCH)
     model = LlamaForCausalLM(config)
     problems = build_task(cfg.task).problems("train")
-    texts = [(p.prompt, p.answer + tok.eos_token) for p in problems]
+    rng = random.Random(WARMSTART["seed"])
+    texts = [(p.prompt, _noisy_target(p.prompt, p.answer, rng) + tok.eos_token) for p in problems]
     _supervised(model, tok, texts, cfg.model.warmstart_steps)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                                bos_token_id=tok.bos_token_id)
@@ -78,8 +90,26 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
     tmp.replace(folder)  # atomic: a half-built model is never seen as cached
 
 
+def carry_free_sum(a: int, b: int) -> int:
+    """Digit-wise sum that drops every carry: 347 + 589 -> 826."""
+    digits, place = 0, 1
+    while a or b:
+        digits += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return digits
+
+
+def _noisy_target(prompt: str, answer: str, rng: random.Random) -> str:
+    """The supervised target: the answer, or for an addition with probability label_noise its carry-free sum."""
+    match = re.fullmatch(r"(\d+)\+(\d+)=", prompt)
+    if match is None or rng.random() >= WARMSTART["label_noise"]:
+        return answer
+    return str(carry_free_sum(int(match[1]), int(match[2])))
+
+
 def _supervised(model, tok, texts: list[tuple[str, str]], steps: int) -> None:
     """Next-token loss on the answer tokens of (prompt, answer) pairs."""
+    torch.set_num_threads(1)  # small matrices: one thread is several times faster than two on 2 cores
     gen = torch.Generator().manual_seed(WARMSTART["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=WARMSTART["learning_rate"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=WARMSTART["learning_rate"], total_steps=max(steps, 1))

@@ -1,0 +1,133 @@
+"""Exploration geometry: how the completions of a group point, in gradient space and in meaning (DESIGN 4)."""
+
+import cached
+import charts
+import pandas as pd
+import streamlit as st
+from sidebar import selection
+
+from analysis import compare, loaders
+
+MAX_STEPS = 40  # dump steps read per run, evenly spaced: bounds the first load of long runs
+FRACTIONS = {
+    "neg_frac": "Negative: g < 0 (the paper's ratio)",
+    "orth_frac": "Orthogonal: |g| ≤ τ",
+    "opp_frac": "Opposing: g < −τ",
+    "aligned_frac": "Aligned: g > τ",
+}
+PAIR_TYPES = {"all": "all pairs", "correct_correct": "correct–correct", "correct_incorrect": "correct–incorrect",
+              "incorrect_incorrect": "incorrect–incorrect"}
+
+st.title("Exploration geometry")
+sel = selection()
+st.caption("Within each group (the completions of one prompt), every pair's cosine g of the gradient features Φ "
+           "and cosine of the text embeddings, read from the runs' feature dumps "
+           f"(`features/step_*.parquet`, at most {MAX_STEPS} steps per run, evenly spaced).")
+
+# ---- read the dumps; a run without them gets a notice, the rest still draw
+loaded, notices = [], []
+for _, run in sel.runs.iterrows():
+    label = sel.labels[run["run_id"]]
+    steps, error = cached.artifact_steps(run["run_id"], sel.uri, loaders.DUMP_DIR, cached.stamp_of(run))
+    if error:
+        notices.append(f"**{label}**: cannot list its feature dumps ({error}).")
+        continue
+    if not steps:
+        notices.append(f"**{label}**: no feature dumps (it ran with `features.every=0`, or has not dumped yet).")
+        continue
+    with st.spinner(f"Reading the dumps of {label} ..."):
+        geometry = cached.run_geometry(run["run_id"], sel.uri, tuple(compare.evenly_spaced(steps, MAX_STEPS)))
+    if geometry.error:
+        notices.append(f"**{label}**: its dumps cannot be read ({geometry.error}).")
+    elif geometry.invalid_steps:
+        notices.append(f"**{label}**: dump of step {', '.join(map(str, geometry.invalid_steps))} is truncated "
+                       "or corrupt (an interrupted write?) and was skipped.")
+    if not geometry.pairs.empty:
+        loaded.append(geometry.pairs)
+for notice in notices:
+    st.warning(notice, icon=":material/warning:")
+if not loaded:
+    st.info("None of the selected runs has readable feature dumps. Runs dump every `features.every` steps (default 1).")
+    st.stop()
+pairs = compare.attach_runs(pd.concat(loaded, ignore_index=True), sel.runs)
+
+tau_param = pd.to_numeric(sel.runs.get("param.features.tau"), errors="coerce")
+tau_default = float(tau_param.dropna().iloc[0]) if tau_param is not None and tau_param.notna().any() else 0.1
+left, right = st.columns(2)
+tau = left.slider("τ, the orthogonality threshold", 0.0, 0.5, tau_default, 0.01, key="tau",
+                  help="|g| ≤ τ counts as orthogonal, g < −τ as opposing, g > τ as aligned. "
+                       "The runs logged their "
+                       f"geometry/* metrics at τ = {tau_default:g}; here the fractions are recomputed from the dumps.")
+all_steps = sorted(pairs["step"].unique())
+first, last = (all_steps[0], all_steps[-1]) if len(all_steps) > 1 else (all_steps[0], all_steps[0])
+lo, hi = right.select_slider("Steps", all_steps, value=(first, last), key="geometry_steps") \
+    if len(all_steps) > 1 else (first, last)
+pairs = pairs[pairs["step"].between(lo, hi)]
+
+# ---- the paper's Figure 3: distributions of the pairwise cosines
+st.subheader("Pairwise cosines within groups")
+pair_type = st.radio("Pairs", list(PAIR_TYPES), format_func=PAIR_TYPES.get, horizontal=True, key="pair_type")
+shown = pairs if pair_type == "all" else pairs[pairs["pair_type"] == pair_type]
+grad_col, sem_col = st.columns(2)
+grad_col.plotly_chart(charts.histograms(shown, value="grad_cos", series=sel.series, title="Gradient cosines g",
+                                        x_title="cosine of Φ_i, Φ_j", vlines=(-tau, tau)), key="geo-hist-grad")
+if shown["sem_cos"].notna().any():
+    sem_col.plotly_chart(charts.histograms(shown, value="sem_cos", series=sel.series, title="Semantic cosines",
+                                           x_title="cosine of text embeddings"), key="geo-hist-sem")
+else:
+    sem_col.info("No text embeddings in these dumps.")
+summary = compare.geometry_summary(shown, tau, by=[sel.series])
+st.caption(f"Over the pairs above, at τ = {tau:g}. The paper (AIME25, 8 samples per problem): mean g GRPO 0.208, "
+           "G2RL 0.064; share of g < 0 GRPO 5.9 %, EVOL-RL 18.9 %, G2RL 28.1 %; "
+           "semantic cosine GRPO 0.738, G2RL 0.769.")
+st.dataframe(summary.set_index(sel.series), width="stretch", column_config={
+    "grad_cos_mean": st.column_config.NumberColumn("mean g", format="%.3f"),
+    **{name: st.column_config.NumberColumn(name, format="percent") for name in FRACTIONS},
+    "sem_cos_mean": st.column_config.NumberColumn("mean semantic cosine", format="%.3f"),
+})
+
+# ---- direction fractions over steps, recomputed at the chosen tau
+st.subheader(f"Direction fractions over steps (τ = {tau:g})")
+fractions = compare.attach_runs(compare.fractions_by_step(pairs, tau, by=["run_id"]), sel.runs)
+for row in range(0, len(FRACTIONS), 2):
+    for column, name in zip(st.columns(2), list(FRACTIONS)[row : row + 2]):
+        fig = charts.over_steps(fractions.rename(columns={name: "value"}), series=sel.series, band=sel.band,
+                                title=FRACTIONS[name], y_title="share of pairs")
+        column.plotly_chart(fig, key=f"geo-frac-{name}")
+
+# ---- gradient against semantic dispersion
+st.subheader("Gradient against semantic dispersion")
+st.caption("One point per run and dumped step: 1 − mean cosine of each kind. G2RL's claim: more spread in gradient "
+           "directions (up) without losing semantic coherence (not far right).")
+dispersion = compare.attach_runs(compare.dispersion_by_step(pairs, by=["run_id"]), sel.runs)
+st.plotly_chart(charts.scatter(dispersion, x="sem_dispersion", y="grad_dispersion", series=sel.series,
+                               title="Dispersion per step", x_title="semantic dispersion",
+                               y_title="gradient dispersion", hover=["label", "step", "pairs"]), key="geo-scatter")
+
+# ---- one group's completions in 2-D, in both spaces (the paper's Figure 1, from real data)
+st.subheader("One group's completions, mapped")
+with_dumps = pairs["run_id"].unique().tolist()
+run_col, step_col, group_col = st.columns(3)
+run_id = run_col.selectbox("Run", with_dumps, format_func=sel.labels.get, key="map_run")
+run_steps = sorted(pairs.loc[pairs["run_id"] == run_id, "step"].unique())
+step = step_col.select_slider("Step", run_steps, value=run_steps[-1], key=f"map_step::{run_id}") \
+    if len(run_steps) > 1 else run_steps[0]
+dump, error = cached.step_dump(run_id, sel.uri, int(step))
+if error:
+    st.warning(f"{sel.labels[run_id]}, step {step}: {error}")
+    st.stop()
+groups = compare.group_table(dump)
+group = group_col.selectbox(
+    "Group", groups["group"].tolist(), key=f"map_group::{run_id}::{step}",
+    format_func=lambda g: f"{g}: {groups.set_index('group').at[g, 'correct']}/"
+                          f"{groups.set_index('group').at[g, 'completions']} correct",
+)
+st.caption(f"Prompt: {groups.set_index('group').at[group, 'prompt']}. Each point is a completion (its sample "
+           "number), placed by PCA of the unit vectors; hover for its answer, rewards and the method's score.")
+maps = compare.group_maps(dump, group)
+left, right = st.columns(2)
+for column, space in zip((left, right), ("gradient feature", "text embedding")):
+    if not maps.empty and (maps["space"] == space).any():
+        column.plotly_chart(charts.group_map(maps, space), key=f"geo-map-{space}")
+    else:
+        column.info(f"No {space}s recorded for this run.")

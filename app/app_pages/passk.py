@@ -1,0 +1,74 @@
+"""pass@k: pass@k and maj@k against k at an evaluation step, the headline metrics over training, the paper's table."""
+
+import cached
+import charts
+import streamlit as st
+from sidebar import selection
+
+from analysis import compare, loaders
+
+KINDS = {"pass": "pass@k (unbiased)", "maj": "maj@k (majority vote)"}
+
+st.title("pass@k")
+sel = selection()
+keys = compare.eval_keys(sel.runs)
+if keys.empty:
+    st.info("The selected runs logged no evaluation yet. Runs evaluate at the end (`eval.final`) and every "
+            "`eval.every` steps, e.g. `workbench run --method g2rl --set eval.every=50`.")
+    st.stop()
+
+evals = cached.histories(sel.runs, keys["key"].tolist(), sel.uri).merge(keys, on="key")
+benchmarks = sorted(evals["benchmark"].unique())
+
+st.subheader("pass@k against k")
+left, right = st.columns([2, 1])
+steps = sorted(evals["step"].unique())
+at = left.select_slider("Evaluation step", options=["last of each run", *steps], value="last of each run",
+                        key="passk_step")
+kind = right.radio("Metric", list(KINDS), format_func=KINDS.get, horizontal=True, key="passk_kind")
+if at == "last of each run":
+    chosen = evals[evals["step"] == evals.groupby("run_id")["step"].transform("max")]
+else:
+    chosen = evals[evals["step"] == at]
+    absent = sorted(set(sel.labels[sel.run_ids]) - set(chosen["label"]))
+    if absent:
+        st.caption("No evaluation at this step for: " + ", ".join(absent))
+for row in range(0, len(benchmarks), 3):
+    for column, benchmark in zip(st.columns(3), benchmarks[row : row + 3]):
+        part = chosen[(chosen["benchmark"] == benchmark) & (chosen["kind"] == kind)].drop(columns="step")
+        fig = charts.over_steps(part, x="k", series=sel.series, band=sel.band, title=benchmark,
+                                y_title=KINDS[kind].split()[0])
+        column.plotly_chart(fig, key=f"passk-k-{benchmark}")
+
+st.subheader("Over training steps")
+benchmark = st.selectbox("Benchmark", benchmarks, key="passk_benchmark")
+bench = evals[evals["benchmark"] == benchmark]
+n = int(bench.loc[bench["kind"] == "pass", "k"].max())
+for column, (kind_, k, title) in zip(st.columns(3), [("pass", 1, "pass@1"),
+                                                     ("maj", n, f"maj@{n}"), ("pass", n, f"pass@{n}")]):
+    part = bench[(bench["kind"] == kind_) & (bench["k"] == k)]
+    column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title),
+                        key=f"passk-steps-{kind_}-{k}")
+
+st.subheader("Table in the paper's shape")
+numbers, table = compare.paper_table(sel.runs, band=sel.band)
+spread = {"min-max": "mean (min–max) over seeds", "std": "mean ± 1 std over seeds",
+          "ci95": "mean ± half the 95 % t-interval over seeds"}[sel.band]
+st.caption(f"Each run's last evaluation, in percent: {spread} (the sidebar's band; only the mean for one seed). "
+           "The paper's Table 1 (Qwen3-4B-Base, AIME25 pass@1 / maj@16 / pass@16): GRPO 10.0 / 16.2 / 32.5, "
+           "entropy 16.1 / 24.4 / 41.5, EVOL-RL 17.5 / 23.9 / 39.8, G2RL 20.1 / 29.0 / 45.0.")
+st.dataframe(table, width="stretch")
+
+with st.expander("Per-problem results of one run (from its eval artifact)"):
+    run_id = st.selectbox("Run", sel.run_ids, format_func=sel.labels.get, key="passk_problem_run")
+    run = sel.runs.set_index("run_id").loc[run_id]
+    eval_steps, error = cached.artifact_steps(run_id, sel.uri, loaders.EVAL_DIR, cached.stamp_of(run))
+    if error or not eval_steps:
+        st.warning(f"No readable eval artifacts for {sel.labels[run_id]}" + (f" ({error})" if error else "."))
+    else:
+        step = st.select_slider("Step", eval_steps, value=eval_steps[-1], key="passk_problem_step")
+        frame, error = cached.step_dump(run_id, sel.uri, step, loaders.EVAL_DIR)
+        if error:
+            st.warning(f"{sel.labels[run_id]}, step {step}: {error}")
+        else:
+            st.dataframe(compare.problem_table(frame), width="stretch", hide_index=True)

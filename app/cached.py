@@ -1,0 +1,115 @@
+"""Cached reads of the tracking store, for the pages (the only place the app touches MLflow data).
+
+Every function is a thin ``st.cache_data`` wrapper around :mod:`analysis`,
+keyed by the tracking URI and run ids. Per-run data is also keyed by a
+*stamp* (the run's last step and status) so a run that is still training is
+read again once it has moved on, while finished runs are read once.
+
+A run whose artifacts cannot be read does not stop a page: the wrappers that
+read artifacts return an error message beside the data, for a notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import streamlit as st
+
+from analysis import compare, loaders
+
+Stamp = tuple[int, str]  # (last step, status) of a run: changes while it trains
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def experiments(uri: str) -> list[str]:
+    """Names of the experiments in the store that hold at least one run, most recent first."""
+    client = loaders._client(uri)  # analysis.loaders has no public experiment listing yet
+    names = []
+    for exp in client.search_experiments(order_by=["last_update_time DESC"]):
+        if client.search_runs([exp.experiment_id], max_results=1):
+            names.append(exp.name)
+    return names
+
+
+@st.cache_data(ttl=60, show_spinner="Reading runs ...")
+def runs(experiment: str, uri: str) -> pd.DataFrame:
+    """:func:`analysis.loaders.runs_table` of one experiment."""
+    return loaders.runs_table(experiment, uri)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def history(run_id: str, keys: tuple[str, ...], uri: str, stamp: Stamp) -> pd.DataFrame:
+    """Tidy histories of ``keys`` for one run: columns run_id, key, step, value."""
+    parts = [loaders.metric_history(run_id, key, uri).assign(key=key) for key in keys]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "value", "key"])
+    return frame.assign(run_id=run_id)[["run_id", "key", "step", "value"]]
+
+
+def histories(runs: pd.DataFrame, keys: list[str], uri: str) -> pd.DataFrame:
+    """Tidy histories of ``keys`` for all ``runs`` (only the keys each run logged), with method, seed, label."""
+    parts = []
+    for _, run in runs.iterrows():
+        logged = tuple(k for k in keys if pd.notna(run.get(f"metric.{k}")))
+        if logged:
+            parts.append(history(run["run_id"], logged, uri, stamp_of(run)))
+    if not parts:
+        return pd.DataFrame(columns=["run_id", "key", "step", "value", "method", "seed", "label"])
+    return compare.attach_runs(pd.concat(parts, ignore_index=True), runs)
+
+
+def stamp_of(run: pd.Series) -> Stamp:
+    """The (last step, status) of a runs-table row."""
+    return int(run["last_step"]), str(run["status"])
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def artifact_steps(run_id: str, uri: str, folder: str, stamp: Stamp) -> tuple[list[int], str | None]:
+    """Steps with a ``<folder>/step_<step>.parquet`` artifact, and an error message if the listing failed."""
+    try:
+        return loaders.artifact_steps(run_id, uri, folder), None
+    except Exception as err:  # noqa: BLE001 - a broken artifact store must not stop the page
+        return [], f"{type(err).__name__}: {err}"
+
+
+@dataclass
+class RunGeometry:
+    """The within-group pairs of one run's dumps, and what went wrong reading them."""
+
+    pairs: pd.DataFrame
+    steps: list[int] = field(default_factory=list)
+    invalid_steps: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+@st.cache_data(show_spinner=False, max_entries=500)
+def run_geometry(run_id: str, uri: str, steps: tuple[int, ...]) -> RunGeometry:
+    """Pairwise gradient and semantic cosines of one run's dumps at ``steps`` (:func:`analysis.compare.dump_pairs`).
+
+    Only the cosines are kept (not the vectors), so the tau slider recomputes
+    the fractions without reading the dumps again.
+    """
+    try:
+        dumps = loaders.load_dumps(run_id, uri, list(steps))
+        invalid = list(dumps.attrs.get("invalid_steps", []))
+        pairs = compare.dump_pairs(dumps)
+    except Exception as err:  # noqa: BLE001 - an unreadable dump: a notice for this run, the others still draw
+        return RunGeometry(pd.DataFrame(), [], [], f"{type(err).__name__}: {err}")
+    return RunGeometry(pairs.assign(run_id=run_id), sorted(set(steps) - set(invalid)), invalid)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def step_dump(run_id: str, uri: str, step: int, folder: str = loaders.DUMP_DIR) -> tuple[pd.DataFrame, str | None]:
+    """One step's artifact of one run (feature dump or eval rows), and an error message if it cannot be read."""
+    try:
+        frame = loaders.load_dumps(run_id, uri, [step], folder=folder)
+    except Exception as err:  # noqa: BLE001 - shown as a notice for this step
+        return pd.DataFrame(), f"{type(err).__name__}: {err}"
+    if frame.attrs.get("invalid_steps"):
+        return pd.DataFrame(), f"{folder}/step_{step:06d}.parquet is truncated or corrupt"
+    return frame, None
+
+
+def clear() -> None:
+    """Forget everything read, so the next run of the page reads the store afresh."""
+    st.cache_data.clear()

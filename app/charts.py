@@ -1,0 +1,139 @@
+"""Plotly figures from the tidy frames of :mod:`analysis.compare`.
+
+One colour per method everywhere (a run takes its method's colour, its seed
+picks the dash), so a method reads the same on every page.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from analysis import compare
+
+METHOD_COLORS = {"grpo": "#7f7f7f", "entropy": "#1f77b4", "evol_rl": "#2ca02c", "g2rl": "#d62728"}
+OTHER_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+CORRECTNESS_COLORS = {"correct": "#2ca02c", "incorrect": "#d62728"}
+HEIGHT = 350
+
+
+def method_color(method: str) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return OTHER_COLORS[sum(map(ord, str(method))) % len(OTHER_COLORS)]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _style(frame: pd.DataFrame, series: str, name) -> tuple[str, str]:
+    """(colour, dash) of one line: its method's colour; runs of one method differ by dash."""
+    rows = frame[frame[series] == name]
+    method = rows["method"].iloc[0] if "method" in rows and len(rows) else str(name)
+    dash = "solid"
+    if series != "method" and "seed" in rows and len(rows):
+        seeds = sorted(frame.loc[frame["method"] == method, "seed"].unique())
+        dash = DASHES[seeds.index(rows["seed"].iloc[0]) % len(DASHES)]
+    return method_color(method), dash
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 15}}, height=height, margin={"l": 10, "r": 10, "t": 45, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.3, "x": 0}, hovermode="x unified",
+    )
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, y_title: str = "",
+          x_title: str | None = None, lo: str | None = None, hi: str | None = None, log2_x: bool = False) -> go.Figure:
+    """One line per value of ``series`` (a method or a run), with a shaded band from ``lo`` to ``hi`` if given."""
+    fig = go.Figure()
+    for name, part in frame.sort_values(x).groupby(series, sort=True):
+        color, dash = _style(frame, series, name)
+        if lo and hi and (part[hi] - part[lo]).abs().max() > 0:
+            fig.add_trace(go.Scatter(
+                x=pd.concat([part[x], part[x][::-1]]), y=pd.concat([part[hi], part[lo][::-1]]),
+                mode="lines", fill="toself", fillcolor=_rgba(color, 0.15), line={"width": 0}, hoverinfo="skip",
+                showlegend=False, legendgroup=str(name), name=f"{name} band",
+            ))
+        fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers" if len(part) < 12 else "lines",
+                                 name=str(name), legendgroup=str(name), line={"color": color, "dash": dash}))
+    if log2_x:
+        ticks = sorted(frame[x].unique())
+        fig.update_xaxes(type="log", tickvals=ticks, ticktext=[str(v) for v in ticks])
+    return _layout(fig, title, x_title or x, y_title)
+
+
+def over_steps(tidy: pd.DataFrame, *, series: str, band: str, title: str, y_title: str = "",
+               x: str = "step") -> go.Figure:
+    """A metric over ``x`` (default step): mean and band over seeds by method, or one line per run.
+
+    ``tidy`` has run-level rows: run_id, method, seed, label, ``x`` and value.
+    """
+    if series == "method":
+        agg = compare.band_over_seeds(tidy.rename(columns={x: "step"}), by="method", band=band)
+        agg = agg.rename(columns={"step": x})
+        return lines(agg, x=x, y="mean", lo="lo", hi="hi", series="method", title=title, y_title=y_title,
+                     log2_x=x == "k")
+    return lines(tidy, x=x, y="value", series=series, title=title, y_title=y_title, log2_x=x == "k")
+
+
+def histograms(frame: pd.DataFrame, *, value: str, series: str, title: str, x_title: str,
+               x_range: tuple[float, float] = (-1.0, 1.0), vlines: tuple[float, ...] = ()) -> go.Figure:
+    """Overlaid density histograms of ``value``, one per ``series`` (the paper's Figure 3 panels)."""
+    fig = go.Figure()
+    size = (x_range[1] - x_range[0]) / 50
+    for name, part in frame.groupby(series, sort=True):
+        color, _ = _style(frame, series, name)
+        fig.add_trace(go.Histogram(
+            x=part[value], name=str(name), histnorm="probability density", opacity=0.45,
+            marker_color=color, xbins={"start": x_range[0], "end": x_range[1], "size": size},
+        ))
+    for v in vlines:
+        fig.add_vline(x=v, line={"color": "#555", "width": 1, "dash": "dot"})
+    fig.update_layout(barmode="overlay")
+    fig = _layout(fig, title, x_title, "density")
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def scatter(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, x_title: str, y_title: str,
+            hover: list[str] | None = None) -> go.Figure:
+    """Points coloured by ``series``."""
+    fig = go.Figure()
+    for name, part in frame.groupby(series, sort=True):
+        color, _ = _style(frame, series, name)
+        fig.add_trace(go.Scatter(
+            x=part[x], y=part[y], mode="markers", name=str(name), marker={"color": color, "size": 8, "opacity": 0.75},
+            customdata=part[hover].to_numpy() if hover else None,
+            hovertemplate=("<br>".join(f"{h}: %{{customdata[{i}]}}" for i, h in enumerate(hover)) + "<extra></extra>")
+            if hover else None,
+        ))
+    fig = _layout(fig, title, x_title, y_title, height=380)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def group_map(maps: pd.DataFrame, space: str) -> go.Figure:
+    """One group's completions in 2-D (PCA of unit vectors in ``space``), coloured by correctness."""
+    part = maps[maps["space"] == space]
+    fig = go.Figure()
+    hover = ["sample", "answer", "base_reward", "shaped_reward", "advantage", "score", "text"]
+    part = part.assign(text=part["completion"].str.slice(0, 90), score=part["score"].astype(object))
+    for label, block in part.groupby("correctness", sort=True):
+        fig.add_trace(go.Scatter(
+            x=block["x"], y=block["y"], mode="markers+text", name=label, text=block["sample"].astype(str),
+            textposition="top center", marker={"color": CORRECTNESS_COLORS.get(label, "#555"), "size": 13,
+                                                    "line": {"width": 1, "color": "white"}},
+            customdata=block[hover].to_numpy(),
+            hovertemplate="<br>".join(f"{h}: %{{customdata[{i}]}}" for i, h in enumerate(hover)) + "<extra></extra>",
+        ))
+    fig = _layout(fig, f"{space}s (PCA of unit vectors)", "PC 1", "PC 2", height=380)
+    fig.update_layout(hovermode="closest")
+    return fig
