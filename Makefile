@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/workbench run --method g2rl
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -33,10 +33,9 @@ app: setup
 clean:
 	rm -rf $(VENV) mlruns.db mlartifacts outputs
 
-# Headless Chromium and its driver for tests/test_app_browser.py (Debian packages; root only), and selenium.
+# Headless Chromium and its driver for tests/test_app_browser.py (Debian packages; root only).
 .PHONY: browser
 browser: setup
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium and chromedriver are installed"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
-	else echo "run as root (or: sudo apt-get install chromium chromium-driver)"; exit 1; fi
-	$(PIP) install -q selenium
+	else echo "not root: the browser test is skipped (install with: sudo apt-get install chromium chromium-driver)"; fi

@@ -317,65 +317,6 @@ def problem_table(eval_frame: pd.DataFrame) -> pd.DataFrame:
     return counts.join(top.rename("most common answer"), on=["benchmark", "problem_id"])
 
 
-def final_eval(runs: pd.DataFrame) -> pd.DataFrame:
-    """The last logged value of every eval metric of every run: run_id, benchmark, kind, k, value."""
-    keys = eval_keys(runs)
-    rows = []
-    for _, key in keys.iterrows():
-        values = runs[f"metric.{key['key']}"]
-        for run_id, value in zip(runs["run_id"], values, strict=True):
-            if pd.notna(value):
-                rows.append((run_id, key["benchmark"], key["kind"], key["k"], float(value)))
-    return pd.DataFrame(rows, columns=["run_id", "benchmark", "kind", "k", "value"])
-
-
-def paper_table(runs: pd.DataFrame, band: str = "ci95", level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The report's table in the paper's shape (DESIGN 5, Table 1): methods x (benchmark, pass@1 / maj@n / pass@n).
-
-    Values are each run's last logged eval metrics, in percent, averaged over
-    seeds, with a spread over seeds as in :func:`band_over_seeds` (``band``:
-    ``ci95``, the t-interval of :func:`analysis.passk.mean_ci_over_seeds` at
-    ``level``; ``std``; or ``min-max``); n is the largest k a benchmark logged.
-    Returns (numbers, text): ``numbers`` has columns method, benchmark, metric,
-    mean, lo, hi, seeds; ``text`` is the wide table, one row per method and one
-    column per "<benchmark> <metric>", with cells "mean ± half-width" (``ci95``,
-    ``std``) or "mean (min–max)", just the mean for a single seed.
-    """
-    final = final_eval(runs)
-    cols = ["method", "benchmark", "metric", "mean", "lo", "hi", "seeds"]
-    if final.empty:
-        return pd.DataFrame(columns=cols), pd.DataFrame()
-    final = attach_runs(final, runs)
-    parts, order = [], []
-    for benchmark, part in final.groupby("benchmark", sort=True):
-        passes = part[part["kind"] == "pass"]
-        n = int(passes["k"].max()) if len(passes) else int(part["k"].max())
-        for kind, k, name in (("pass", 1, "pass@1"), ("maj", n, f"maj@{n}"), ("pass", n, f"pass@{n}")):
-            parts.append(part[(part["kind"] == kind) & (part["k"] == k)].assign(metric=name))
-            order.append(f"{benchmark} {name}")
-    chosen = pd.concat(parts, ignore_index=True)
-    chosen = chosen.assign(value=100.0 * chosen["value"], step=0)
-    numbers = band_over_seeds(chosen, by=["method", "benchmark", "metric"], band=band, level=level)
-    numbers = numbers.rename(columns={"n": "seeds"})[cols]
-    if numbers.empty:
-        return numbers, pd.DataFrame()
-    text = numbers.assign(
-        cell=[_cell(m, lo, hi, s, band)
-              for m, lo, hi, s in numbers[["mean", "lo", "hi", "seeds"]].itertuples(index=False)],
-        column=numbers["benchmark"] + " " + numbers["metric"],
-    )
-    wide = text.pivot(index="method", columns="column", values="cell")
-    return numbers, wide[[c for c in dict.fromkeys(order) if c in wide.columns]].fillna("")
-
-
-def _cell(mean: float, lo: float, hi: float, seeds: int, band: str) -> str:
-    if seeds < 2:
-        return f"{mean:.1f}"
-    if band == "min-max":
-        return f"{mean:.1f} ({lo:.1f}–{hi:.1f})"
-    return f"{mean:.1f} ± {(hi - lo) / 2:.1f}"
-
-
 def evenly_spaced(values: Iterable[int], at_most: int) -> list[int]:
     """At most ``at_most`` of the sorted ``values``, evenly spread, always keeping the first and the last."""
     values = sorted(set(values))

@@ -22,6 +22,13 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def experiments(uri: str) -> list[str]:
+    """Names of the experiments at ``uri`` that hold at least one run, most recently updated first."""
+    client = _client(uri)
+    return [exp.name for exp in client.search_experiments(order_by=["last_update_time DESC"])
+            if client.search_runs([exp.experiment_id], max_results=1)]
+
+
 def runs_table(experiment: str, uri: str) -> pd.DataFrame:
     """One row per run of ``experiment``: tags, status, last step and final ``train/reward``.
 
@@ -79,7 +86,12 @@ def artifact_steps(run_id: str, uri: str, folder: str = DUMP_DIR) -> list[int]:
 
 
 def _read_parquet_artifact(client, run_id: str, path: str) -> pd.DataFrame | None:
-    """Download and parse one Parquet artifact; a truncated or corrupt file gives None."""
+    """Download and parse one Parquet artifact; a truncated or corrupt file gives None.
+
+    The pandas metadata a writer may have stored is ignored: columns come back
+    from their Arrow types (lists as arrays), so a file written from pandas
+    with Arrow-backed list columns reads like any other.
+    """
     import tempfile
 
     import pyarrow as pa
@@ -88,7 +100,7 @@ def _read_parquet_artifact(client, run_id: str, path: str) -> pd.DataFrame | Non
     with tempfile.TemporaryDirectory() as tmp:
         local = client.download_artifacts(run_id, path, tmp)
         try:
-            return pq.read_table(local).to_pandas()
+            return pq.read_table(local).to_pandas(ignore_metadata=True)
         except (pa.ArrowInvalid, OSError):
             return None
 

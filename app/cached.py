@@ -23,13 +23,8 @@ Stamp = tuple[int, str]  # (last step, status) of a run: changes while it trains
 
 @st.cache_data(ttl=60, show_spinner=False)
 def experiments(uri: str) -> list[str]:
-    """Names of the experiments in the store that hold at least one run, most recent first."""
-    client = loaders._client(uri)  # analysis.loaders has no public experiment listing yet
-    names = []
-    for exp in client.search_experiments(order_by=["last_update_time DESC"]):
-        if client.search_runs([exp.experiment_id], max_results=1):
-            names.append(exp.name)
-    return names
+    """:func:`analysis.loaders.experiments`: names of the experiments that hold a run, most recent first."""
+    return loaders.experiments(uri)
 
 
 @st.cache_data(ttl=60, show_spinner="Reading runs ...")

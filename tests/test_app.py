@@ -213,8 +213,10 @@ def test_passk_step_and_metric_choice(app):
     at = open_page(app, "app_pages/passk.py")
     table = at.dataframe[0].value
     assert set(table.index) == {"grpo", "entropy", "evol_rl", "g2rl"}
-    assert list(table.columns) == ["aime25 pass@1", "aime25 maj@8", "aime25 pass@8", "task pass@1", "task maj@8",
-                                   "task pass@8"]
+    assert list(table.columns) == ["seeds", "aime25 pass@1", "aime25 maj@8", "aime25 pass@8", "task pass@1",
+                                   "task maj@8", "task pass@8"]
+    assert table.loc["g2rl", "seeds"] == "1"  # seed 1 was KILLED: only finished runs count, and the page says so
+    assert "1 KILLED" in texts(at.caption)
     fig = chart(at, "aime25")
     g2rl = next(t for t in fig["data"] if t["name"] == "g2rl")
     assert list(values(g2rl["x"])) == [1, 2, 4, 8] and np.all(np.diff(values(g2rl["y"])) >= 0)  # pass@k rises with k

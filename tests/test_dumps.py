@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -232,6 +233,33 @@ def test_interrupted_dump_is_skipped_and_listed(store, runs):
     assert dumps["step"].unique().tolist() == [1] and len(dumps) == good.num_rows
     only_bad = load_dumps(run_id, store, steps=[3])
     assert only_bad.empty and only_bad.attrs["invalid_steps"] == [3]
+
+
+def test_dump_written_from_pandas_with_list_columns_is_read_back(tmp_path):
+    """A dump logged from a pandas frame with Arrow list<float> columns (as ``DataFrame.to_parquet`` would
+    write it) carries pandas metadata naming an Arrow dtype; the loader reads the columns by their Arrow types."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    grad = np.arange(12, dtype=np.float32).reshape(3, 4)  # (N, d)
+    vectors = pa.array(list(grad), type=pa.list_(pa.float32()))
+    frame = pd.DataFrame({"step": [2, 2, 2], "group": [0, 0, 1],
+                          "grad_feature": pd.Series(pd.arrays.ArrowExtensionArray(vectors)),
+                          "embedding": [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]})
+    frame.to_parquet(tmp_path / "direct.parquet")
+    meta = pq.read_schema(tmp_path / "direct.parquet").pandas_metadata
+    stored = {c["name"]: c["numpy_type"] for c in meta["columns"]}
+    assert stored["grad_feature"] == "list<item: float>[pyarrow]"  # a dtype name pandas' reader cannot rebuild
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "pandas")).info.run_id)
+    tracker.log_parquet(frame, dump_path(2))
+    back = load_dumps(tracker.run_id, uri)
+    assert back.attrs["invalid_steps"] == [] and back.columns.tolist() == ["run_id", *frame.columns]
+    assert back["step"].tolist() == [2, 2, 2] and back["group"].tolist() == [0, 0, 1]
+    np.testing.assert_array_equal(stack(back, "grad_feature"), grad)
+    np.testing.assert_array_equal(stack(back, "embedding"), [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]])
 
 
 # (e) features.dtype and features.project_dim

@@ -12,10 +12,12 @@ import sys
 import pandas as pd
 import pytest
 
+from analysis.loaders import runs_table
 from analysis.passk import mean_ci_over_seeds
+from analysis.report import report_data, report_table, to_markdown
 from workbench.cli import USER_ERRORS
 from workbench.config import ConfigError
-from workbench.report import add_report_parser, report_data, report_table, to_markdown, write_report
+from workbench.report import add_report_parser, write_report
 from workbench.sweep import HASH_TAG, HOST_TAG, PID_TAG, add_sweep_parser, cell_configs, config_hash, sweep
 
 BASE = [{"model": {"preset": "tiny"}, "training": {"steps": 2}}]
@@ -228,6 +230,23 @@ def test_report_reads_a_given_step_and_writes_markdown_and_csv(report_store, tmp
     assert "| method | seeds | math500 pass@1 | math500 maj@8 |" in md
     assert pd.read_csv(paths[1], index_col=0).loc["g2rl", "seeds"] == 3
     assert set(pd.read_csv(paths[2])["metric"]) == {"pass", "maj"}
+
+
+def test_report_of_chosen_runs_with_another_band(report_store):
+    """The app's use: a selection of the runs table, the sidebar's band; the same rules apply."""
+    uri, truth = report_store
+    runs = runs_table("paper", uri)
+    chosen = runs[(runs["method"] != "grpo") | (runs["seed"] < 2)]
+    table = report_table("paper", uri, band="min-max", runs=chosen)
+    assert table.loc["grpo", "seeds"] == "2" and table.loc["g2rl", "seeds"] == "3"
+    values = [v[0] + 0.01 for v in truth["g2rl"]]
+    assert table.loc["g2rl", "math500 pass@1"] == (
+        f"{100 * sum(values) / 3:.1f} ({100 * min(values):.1f}–{100 * max(values):.1f})")
+    assert table.loc["eval: base", "math500 pass@1"] == "6.0"  # one seed: no spread
+    assert "1 FAILED" in " ".join(table.attrs["notes"])
+    assert to_markdown(table, "paper").startswith("### paper: mean (min–max) over seeds, in %")
+    with pytest.raises(ValueError, match="band"):
+        report_table("paper", uri, band="iqr")
 
 
 def test_report_command_prints_markdown_or_says_there_is_nothing(report_store, tmp_path, monkeypatch, capsys):

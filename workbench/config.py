@@ -119,6 +119,7 @@ class EvalConfig(_Section):
     data_dir: str | None = Field(None, description="Folder holding benchmark files.")
     max_problems: int | None = Field(64, ge=1, description="Problems per benchmark.")
     max_new_tokens: int | None = Field(None, ge=1, description="Default: training.max_completion_length.")
+    initial: bool = Field(True, description="Evaluate before the first step (step 0), the baseline.")
     final: bool = Field(True, description="Evaluate at the end of the run.")
 
 

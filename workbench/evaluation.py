@@ -99,17 +99,22 @@ class EvalCallback:
         from transformers import TrainerCallback
 
         self.cfg, self.suite, self.tokenizer, self.tracker = cfg, suite, tokenizer, tracker
-        self.callback = type("EvalTrainerCallback", (TrainerCallback,), {"on_step_end": self._on_step_end,
+        self.callback = type("EvalTrainerCallback", (TrainerCallback,), {"on_train_begin": self._on_train_begin,
+                                                                            "on_step_end": self._on_step_end,
                                                                             "on_train_end": self._on_train_end})()
         self.last_step: int | None = None
 
+    def _on_train_begin(self, args, state, control, model=None, **kwargs):
+        if self.cfg.eval.initial and state.global_step == 0 and state.is_world_process_zero and self.suite:
+            self.evaluate(model, 0)
+
     def _on_step_end(self, args, state, control, model=None, **kwargs):
         every = self.cfg.eval.every
-        if every and state.global_step % every == 0 and state.is_world_process_zero:
+        if every and state.global_step % every == 0 and state.is_world_process_zero and self.suite:
             self.evaluate(model, state.global_step)
 
     def _on_train_end(self, args, state, control, model=None, **kwargs):
-        if self.cfg.eval.final and state.is_world_process_zero and self.last_step != state.global_step:
+        if self.cfg.eval.final and state.is_world_process_zero and self.suite and self.last_step != state.global_step:
             self.evaluate(model, state.global_step)
 
     def evaluate(self, model, step: int) -> dict[str, float]:

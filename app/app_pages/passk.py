@@ -5,7 +5,7 @@ import charts
 import streamlit as st
 from sidebar import selection
 
-from analysis import compare, loaders
+from analysis import compare, loaders, report
 
 KINDS = {"pass": "pass@k (unbiased)", "maj": "maj@k (majority vote)"}
 
@@ -51,13 +51,16 @@ for column, (kind_, k, title) in zip(st.columns(3), [("pass", 1, "pass@1"),
                         key=f"passk-steps-{kind_}-{k}")
 
 st.subheader("Table in the paper's shape")
-numbers, table = compare.paper_table(sel.runs, band=sel.band)
-spread = {"min-max": "mean (min–max) over seeds", "std": "mean ± 1 std over seeds",
-          "ci95": "mean ± half the 95 % t-interval over seeds"}[sel.band]
-st.caption(f"Each run's last evaluation, in percent: {spread} (the sidebar's band; only the mean for one seed). "
-           "The paper's Table 1 (Qwen3-4B-Base, AIME25 pass@1 / maj@16 / pass@16): GRPO 10.0 / 16.2 / 32.5, "
-           "entropy 16.1 / 24.4 / 41.5, EVOL-RL 17.5 / 23.9 / 39.8, G2RL 20.1 / 29.0 / 45.0.")
+table = report.report_table(sel.experiment, sel.uri, band=sel.band, runs=sel.runs)
+st.caption(f"Each finished run's last evaluation, in percent: {report.describe_spread(sel.band)} (the sidebar's "
+           "band; only the mean for one seed). The paper's Table 1 (Qwen3-4B-Base, AIME25 pass@1 / maj@16 / "
+           "pass@16): GRPO 10.0 / 16.2 / 32.5, entropy 16.1 / 24.4 / 41.5, EVOL-RL 17.5 / 23.9 / 39.8, "
+           "G2RL 20.1 / 29.0 / 45.0.")
+notes = table.attrs["notes"]
+table.attrs = {}  # the numbers behind it stay out of what the browser receives
 st.dataframe(table, width="stretch")
+if notes:
+    st.caption("\n".join(f"- {note}" for note in notes))
 
 with st.expander("Per-problem results of one run (from its eval artifact)"):
     run_id = st.selectbox("Run", sel.run_ids, format_func=sel.labels.get, key="passk_problem_run")
