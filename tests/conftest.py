@@ -11,6 +11,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
+# Shrunk for 2 CPU cores: a 100-step warm start (default 1500) gives a weak but non-trivial
+# policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens exercise every hook.
+SMALL = [
+    "model.warmstart_steps=100",
+    "training.steps=3",
+    "training.prompts_per_step=4",
+    "training.num_generations=4",
+    "training.max_completion_length=6",
+    "eval.initial=false",  # the pass@k evaluations are tested on their own (tests/test_train.py)
+    "eval.final=false",
+]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

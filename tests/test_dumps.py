@@ -24,16 +24,7 @@ from workbench.config import FeaturesConfig, build_config, flatten
 from workbench.recording import DUMP_COLUMNS, StepRecorder, dump_path, random_projection
 from workbench.tracking import NullTracker, experiment_id
 
-# Shrunk for 2 CPU cores, as in tests/test_train.py: a 100-step warm start (default 1500) gives a
-# weak but non-trivial policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens.
-SMALL = [
-    "model.warmstart_steps=100",
-    "training.steps=3",
-    "training.prompts_per_step=4",
-    "training.num_generations=4",
-    "training.max_completion_length=6",
-    "eval.final=false",  # the final pass@k evaluation is not under test here
-]
+from conftest import SMALL  # noqa: E402
 STEPS, PROMPTS, GENERATIONS = [1, 2, 3], 4, 4
 COMPLETIONS = PROMPTS * GENERATIONS
 HIDDEN = 128  # hidden size of the tiny preset = length of Phi

@@ -16,16 +16,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "feature_analysis
 EXPERIMENT = "notebook"
 CELL_TIMEOUT = 300  # seconds per cell, cold imports on 2 slow cores included
 
-# Shrunk for 2 CPU cores, as in tests/test_train.py: a 100-step warm start (default 1500) gives a
-# weak but non-trivial policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens.
-SMALL = [
-    "model.warmstart_steps=100",
-    "training.steps=3",
-    "training.prompts_per_step=4",
-    "training.num_generations=4",
-    "training.max_completion_length=6",
-    "eval.final=false",  # the final pass@k evaluation is not what the notebook reads
-]
+from conftest import SMALL  # noqa: E402
 
 
 def test_committed_notebook_has_no_outputs():

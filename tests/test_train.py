@@ -7,18 +7,10 @@ import pytest
 import torch
 
 from analysis.loaders import load_dumps, metric_history
+from conftest import SMALL
 from workbench.config import build_config
 from workbench.train import start_tracker, train
 
-# Shrunk for 2 CPU cores: a 100-step warm start (default 1500) gives a weak but
-# non-trivial policy; 3 RL steps of 4 prompts x 4 completions exercise every hook.
-SMALL = [
-    "model.warmstart_steps=100",
-    "training.steps=3",
-    "training.prompts_per_step=4",
-    "training.num_generations=4",
-    "training.max_completion_length=6",
-]
 
 
 def _run(store, model_cache, method: str, *extra: str):
@@ -34,7 +26,11 @@ def test_grpo_changes_weights_and_logs_every_step(store, model_cache):
 
     from workbench.models.tiny import tiny_model_dir
 
-    cfg, run_id, trainer = _run(store, model_cache, "grpo")
+    # One-digit sums: after a 100-step warm start some answers are right, so GRPO has a signal.
+    # A small baseline and final evaluation: 8 held-out problems x 2 samples.
+    cfg, run_id, trainer = _run(store, model_cache, "grpo", "task.digits=1", "task.num_train=80", "task.num_test=20",
+                                "eval.initial=true", "eval.final=true", "eval.n=2", "eval.max_problems=8",
+                                "training.beta=0.001")  # KL to the reference model: TRL logs kl only when beta > 0
     start = AutoModelForCausalLM.from_pretrained(tiny_model_dir(cfg))
     changed = [
         name for name, p in trainer.model.named_parameters()
@@ -43,8 +39,11 @@ def test_grpo_changes_weights_and_logs_every_step(store, model_cache):
     assert changed, "no parameter changed after 3 GRPO steps"
     rewards = metric_history(run_id, "train/reward", store)
     assert rewards["step"].tolist() == [1, 2, 3]
+    assert (rewards["value"] > 0).any(), "no correct completion: the test would not exercise a policy update"
     for key in ("train/kl", "train/entropy", "train/completion_len", "perf/step_s", "geometry/grad_cos_mean"):
         assert metric_history(run_id, key, store)["step"].tolist() == [1, 2, 3], key
+    for key in ("eval/arithmetic_test/pass_at_1", "eval/arithmetic_test/pass_at_2", "eval/arithmetic_test/maj_at_2"):
+        assert metric_history(run_id, key, store)["step"].tolist() == [0, 3], key
 
 
 @pytest.mark.parametrize("method", ["entropy", "evol_rl", "g2rl"])

@@ -51,20 +51,39 @@ def config_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = No
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    from workbench.train import start_tracker, train
+    """Check everything (config, data files, tracking server), then open the run, then train.
 
-    tracker = start_tracker(cfg)
+    Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
+    the same input the same way; only rank 0 records (see ``launch_tracker``).
+    """
+    from workbench.train import find_resume_point, launch_tracker, load_inputs, process_rank, train
+
+    point = None
+    if args.resume:
+        _refuse_config_flags(args)
+        point = find_resume_point(args.resume)
+        cfg = point.config
+    else:
+        cfg = config_from_args(args)
+    inputs = load_inputs(cfg)  # a missing or malformed data file stops here, before any run exists
+    tracker = launch_tracker(cfg, point)
+    if point is not None and process_rank()[0] == 0:
+        where = f"checkpoint {point.checkpoint}" if point.checkpoint else "step 0 (no checkpoint was saved yet)"
+        print(f"Resuming run {point.run_id} from {where}.", file=sys.stderr)
+    previous = _sigterm_as_interrupt()
     try:
-        train(cfg, tracker)
+        train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
     except KeyboardInterrupt:
         tracker.finish("KILLED")
         raise
     except BaseException:
         tracker.finish("FAILED")
         raise
+    finally:
+        _restore_sigterm(previous)
     tracker.finish("FINISHED")
-    _print_where(cfg, tracker.run_id)
+    if process_rank()[0] == 0:
+        _print_where(cfg, tracker.run_id)
     return 0
 
 
@@ -75,6 +94,39 @@ def _print_where(cfg: WorkbenchConfig, run_id: str | None) -> None:
     print(f"  list runs      : workbench runs --experiment {cfg.tracking.experiment}")
     print(f"  browse metrics : mlflow ui --backend-store-uri {uri}")
     print("  compare runs   : streamlit run app/main.py")
+
+
+RUN_CONFIG_FLAGS = ("method", "preset", "model", "task", "data", "steps", "seed", "experiment", "config")
+
+
+def _refuse_config_flags(args: argparse.Namespace) -> None:
+    given = [f"--{name}" for name in RUN_CONFIG_FLAGS if getattr(args, name) is not None]
+    given += ["--set"] if args.overrides else []
+    if given:
+        raise ConfigError(f"--resume continues a run with its own recorded config; drop {', '.join(given)} "
+                          "(or start a new run without --resume)")
+
+
+def _sigterm_as_interrupt():
+    """In the main thread, SIGTERM (a scheduler's or torchrun's stop) raises KeyboardInterrupt, so the
+    run is marked KILLED rather than left RUNNING; returns the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -109,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one method and record it in MLflow")
     add_config_flags(run)
+    run.add_argument("--resume", metavar="RUN_ID",
+                     help="continue a stopped run (same MLflow run, same config) from its last checkpoint; "
+                          "needs training.save_steps > 0 in that run")
     run.set_defaults(func=cmd_run)
     cfg = sub.add_parser("config", help="print the resolved config of a run as YAML (nothing runs)")
     add_config_flags(cfg)

@@ -9,6 +9,7 @@ verifier, giving the per-sample frame of DESIGN 6 (``eval/step_<step>.parquet``)
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import pandas as pd
@@ -32,17 +33,17 @@ def format_prompt(problem: Problem, tokenizer, chat: bool) -> str:
 def sample_problems(model, tokenizer, task: Task, problems: Sequence[Problem], *, n: int, temperature: float,
                     max_new_tokens: int, benchmark: str, step: int = 0, prompts_per_batch: int = 8,
                     seed: int = 0, progress=None) -> pd.DataFrame:
-    """``n`` sampled completions per problem, extracted and checked: one row per sample."""
+    """``n`` sampled completions per problem, extracted and checked: one row per sample.
+
+    Sampling is seeded by ``seed`` inside a forked RNG, so evaluating leaves the
+    training run's random state (and hence its samples) exactly as it was.
+    """
     import torch
 
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(seed)
     rows = []
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with _eval_mode(model, tokenizer), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for start in range(0, len(problems), prompts_per_batch):
             chunk = problems[start : start + prompts_per_batch]
             texts = [format_prompt(p, tokenizer, task.chat) for p in chunk]
@@ -60,10 +61,20 @@ def sample_problems(model, tokenizer, task: Task, problems: Sequence[Problem], *
                 rows.append((step, benchmark, problem.id, i % n, verdict.answer, verdict.correct))
             if progress is not None:
                 progress(len(chunk))
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
     return pd.DataFrame(rows, columns=EVAL_COLUMNS)
+
+
+@contextlib.contextmanager
+def _eval_mode(model, tokenizer):
+    """Eval mode and left padding for generation; both restored afterwards."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
 
 
 def score(frame: pd.DataFrame, ks: Sequence[int] | None = None) -> dict[str, float]:

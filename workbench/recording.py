@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pyarrow as pa
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from analysis.geometry import geometry_metrics
 from trainers.method import Shaped, StepBatch
@@ -161,3 +162,14 @@ class TrackerCallback(TrainerCallback):
             return
         metrics = {new: logs[old] for old, new in self.RENAME.items() if isinstance(logs.get(old), (int, float))}
         self.tracker.log_metrics(metrics, step=state.global_step)
+
+
+class ProgressBar(ProgressCallback):
+    """transformers' progress bar, showing reward, KL and entropy instead of printing every log dict."""
+
+    SHOWN = ("reward", "kl", "entropy")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {k: f"{logs[k]:.3g}" for k in self.SHOWN if isinstance(logs.get(k), (int, float))}
+            self.training_bar.set_postfix(shown, refresh=False)

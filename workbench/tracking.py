@@ -20,6 +20,11 @@ from typing import Any, Protocol
 DEFAULT_DB = "mlruns.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-./ ]+$")
+# MLflow's own rule for run ids: no dots or slashes, so an id can name a folder without escaping it.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
+# Tags that say which process writes a run (the sweep and ``workbench run --resume`` read them).
+HOST_TAG = "workbench.host"
+PID_TAG = "workbench.pid"
 
 
 class TrackingError(RuntimeError):
@@ -35,6 +40,22 @@ def check_metric_name(name: str) -> str:
     if not _METRIC_NAME.match(name):
         raise ValueError(f"metric name {name!r} has characters MLflow rejects; use letters, digits, _ - . / and space")
     return name
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it is a well-formed MLflow run id (letters, digits, ``_``, ``-``), else TrackingError."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise TrackingError(f"{run_id!r} is not an MLflow run id (letters, digits, _ and -; see `workbench runs`)")
+    return run_id
+
+
+def check_artifact_path(path: str) -> str:
+    """``path`` if it is a relative path inside a run's artifacts (no ``..``, no root, no backslash)."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or ":" in parts[0] or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"artifact path {path!r} must be relative and stay inside the run's artifacts, "
+                         "e.g. 'features/step_000001.parquet'")
+    return path
 
 
 def client(uri: str | None = None):
@@ -72,6 +93,33 @@ def experiment_id(mlflow_client, name: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
+def get_run(mlflow_client, run_id: str):
+    """Run ``run_id``, or TrackingError saying that the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    check_run_id(run_id)
+    try:
+        return mlflow_client.get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise TrackingError(f"no run {run_id!r} in the tracking store {mlflow_client.tracking_uri}; "
+                            "list runs with `workbench runs`") from None
+
+
+def read_text_artifact(mlflow_client, run_id: str, artifact_file: str) -> str | None:
+    """The text of one artifact of a run, or None when the run has no such artifact."""
+    from mlflow.exceptions import MlflowException
+
+    check_artifact_path(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow_client.download_artifacts(run_id, artifact_file, tmp)
+        except (MlflowException, OSError):
+            return None
+        return Path(local).read_text(encoding="utf-8")
+
+
 class Tracker(Protocol):
     run_id: str | None
 
@@ -84,9 +132,14 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """Accepts every tracker call and records nothing."""
+    """Accepts every tracker call and records nothing.
 
-    run_id: str | None = None
+    ``run_id`` may name a run that another process records (rank 0 of a
+    multi-process launch), so every process uses the same output folder.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
@@ -111,8 +164,9 @@ class MlflowTracker:
 
     @classmethod
     def resume(cls, run_id: str, uri: str | None = None) -> MlflowTracker:
+        """Reopen run ``run_id`` (status RUNNING again); metrics and artifacts append to what it has."""
         c = client(uri)
-        c.get_run(run_id)  # raises if unknown
+        get_run(c, run_id)
         c.update_run(run_id, status="RUNNING")
         return cls(c, run_id)
 
@@ -138,6 +192,7 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        check_artifact_path(artifact_file)
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_parquet(self, frame: Any, artifact_file: str) -> None:
@@ -145,7 +200,7 @@ class MlflowTracker:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = Path(artifact_file)
+        path = Path(check_artifact_path(artifact_file))
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / path.name

@@ -47,6 +47,13 @@ def _sample_distinct(rng: random.Random, space: int, count: int, excluded: set[i
     return pool[:count]
 
 
+def canonical_int(text: str) -> str:
+    """"-007" -> "-7", "+0" -> "0": an integer's canonical digits, without int() (no length limit)."""
+    text = text.strip()
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return "-" + digits if text.startswith("-") and digits != "0" else digits
+
+
 @register_task
 class ArithmeticTask(Task):
     name = "arithmetic"
@@ -95,10 +102,7 @@ class ArithmeticTask(Task):
 
     def extract(self, completion: str) -> str | None:
         match = _LEADING_INT_RE.match(completion.strip())
-        return str(int(match.group(0))) if match else None
+        return canonical_int(match.group(0)) if match else None
 
     def check(self, answer: str, gold: str) -> tuple[bool, bool]:
-        try:
-            return int(answer) == int(gold), False
-        except ValueError:
-            return False, False
+        return canonical_int(answer) == canonical_int(gold), False

@@ -14,27 +14,28 @@ NUMBER_RE = re.compile(r"(?:(?<![\w.)}])-)?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(
 _FRACTION_RE = re.compile(r"^(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}$|^(-?)(\d+)\s*/\s*(\d+)$")
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """The contents of the brace group opening at ``text[start]`` and the index after it.
+MAX_NUMBER_CHARS = 1000  # longer digit strings are no answer (and int <-> str refuses > 4300 digits)
 
-    Escaped braces (``\\{``, ``\\}``) do not count. None if the group never closes
-    (a truncated completion).
+
+def _closing_braces(text: str) -> dict[int, int]:
+    """Index of each ``{`` -> index of the ``}`` that closes it, in one pass.
+
+    Escaped braces (``\\{``, ``\\}``) do not count; a group that never closes (a
+    truncated completion) is absent. One pass keeps extraction linear even on a
+    completion of thousands of unclosed ``\\boxed{``.
     """
-    depth = 0
-    i = start
+    closing, stack, i = {}, [], 0
     while i < len(text):
         char = text[i]
         if char == "\\":
             i += 2
             continue
         if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
+            stack.append(i)
+        elif char == "}" and stack:
+            closing[stack.pop()] = i
         i += 1
-    return None
+    return closing
 
 
 def last_boxed(text: str) -> str | None:
@@ -44,15 +45,16 @@ def last_boxed(text: str) -> str | None:
     unbraced form ``\\boxed 5`` gives ``5``. A box that never closes (a completion
     cut off inside it) is skipped in favour of the one before it. None without a box.
     """
-    for match in reversed(list(_BOX_RE.finditer(text))):
+    matches = list(_BOX_RE.finditer(text))
+    closing = _closing_braces(text) if matches else {}
+    for match in reversed(matches):
         rest = match.end()
         while rest < len(text) and text[rest] == " ":
             rest += 1
         if rest < len(text) and text[rest] == "{":
-            group = _braced(text, rest)
-            if group is not None:
-                return group[0].strip()
-        elif rest > match.end():  # "\boxed 5": up to the next space or "$"
+            if rest in closing:
+                return text[rest + 1 : closing[rest]].strip()
+        elif rest > match.end():  # "\\boxed 5": up to the next space or "$"
             token = re.match(r"[^\s$]+", text[rest:])
             if token:
                 return token.group(0)
@@ -62,6 +64,8 @@ def last_boxed(text: str) -> str | None:
 def parse_number(text: str) -> Fraction | None:
     """The exact value of a plain number ("1,234", "-0.5", ".5", "3/4", "\\frac{3}{4}"), else None."""
     text = text.strip().replace(",", "")
+    if len(text) > MAX_NUMBER_CHARS:
+        return None
     fraction = _FRACTION_RE.match(text)
     if fraction:
         sign, num, den = [g for g in fraction.groups() if g is not None]

@@ -1,0 +1,105 @@
+"""Benchmark 2: step time of each method relative to GRPO, same seed, batch and settings.
+
+Each method's trainer is built once (as ``workbench run`` builds it, tracker: ``NullTracker``),
+then all trainers run ``K`` steps each, round after round, in rotating order; a round's step
+time is the median of its steps after the first (warm-up). Ratios pair the methods of one round.
+
+- **logging on**: the default config, ``features.every=1`` (every method computes Phi and text
+  embeddings for its dumps and geometry; the method then only changes the shaping).
+- **logging off**: ``features.every=0``: a method pays only for what it needs itself (G2RL: Phi by
+  the sampling route; EVOL-RL: the text encoder; GRPO and entropy: nothing).
+
+On the tiny preset (the embedded default); on ``smollm2-135m`` with ``--smollm2`` (a few steps
+only: ~10-30 s a step on a laptop CPU; reported as such).
+
+Run: ``python -m bench.step_cost [--quick] [--smollm2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+from bench.harness import build_trainer, config
+from bench.results import Row, append, stat_row
+from bench.timing import set_threads, summary
+
+BENCH = "2 step cost"
+METHODS = ("grpo", "entropy", "evol_rl", "g2rl")
+
+
+def interleaved_steps(trainers: dict, rounds: int, warmup_steps: int = 2, after_warmup=None) -> dict[str, list[float]]:
+    """Per round and trainer: the median step time of one ``train()`` call, rotating the order.
+
+    An untimed round of ``warmup_steps`` steps per trainer comes first (lazy loads, allocator);
+    then ``after_warmup()`` is called, if given.
+    """
+    names = list(trainers)
+    for trainer in trainers.values():
+        if warmup_steps:
+            steps, trainer.args.max_steps = trainer.args.max_steps, warmup_steps
+            trainer.train()
+            trainer.args.max_steps = steps
+    if after_warmup is not None:
+        after_warmup()
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            trainer = trainers[name]
+            trainer.train()
+            out[name].append(statistics.median(trainer.clock.last(skip=0)))
+    return out
+
+
+def method_rows(label: str, times: dict[str, list[float]], note: str = "") -> list[Row]:
+    rows = []
+    base = times["grpo"]
+    for method in ("entropy", "evol_rl", "g2rl"):
+        ratio = [t / b for t, b in zip(times[method], base, strict=True)]
+        is_g2rl = method == "g2rl"
+        extra = f"grpo step {summary(base).fmt('s')}" if is_g2rl else ""
+        rows.append(stat_row(BENCH, f"{label}: {method} / grpo", summary(ratio), target="<= 1.05" if is_g2rl else "",
+                             limit=1.05 if is_g2rl else None, note="; ".join(x for x in (extra, note) if x)))
+    ratio = [e / g for e, g in zip(times["evol_rl"], times["g2rl"], strict=True)]
+    rows.append(stat_row(BENCH, f"{label}: evol_rl / g2rl (price of an external encoder)", summary(ratio), note=note))
+    return rows
+
+
+def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
+    from workbench.tracking import NullTracker
+
+    set_threads()
+    rows: list[Row] = []
+    steps, rounds = (6, 2) if quick else (10, 5)
+    # Tiny preset, the embedded default: 8 prompts x 8 completions of <= 8 tokens.
+    for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.every=0"])]:
+        trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", *logging),
+                                     NullTracker()) for m in METHODS}
+        rows += method_rows(label, interleaved_steps(trainers, rounds),
+                            note=f"{rounds} rounds x {steps} steps, first step of each dropped")
+        del trainers
+    if smollm2:
+        # 2 prompts x 8 completions of <= 64 tokens (the preset's defaults); 3 steps, the first dropped.
+        # The arithmetic task keeps it self-contained (no data files); its rewards are mostly 0.
+        overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", "training.steps=3", "features.every=0",
+                     "training.cpu_threads=1"]
+        trainers = {m: build_trainer(config(m, *overrides), NullTracker()) for m in METHODS}
+        rounds_s = 1 if quick else 2
+        rows += method_rows("smollm2-135m, logging off", interleaved_steps(trainers, rounds_s),
+                            note=f"{rounds_s} rounds x 3 steps, first of each dropped: "
+                                 f"{2 * rounds_s} timed steps per method, few, so read the spread")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps (a smoke run)")
+    parser.add_argument("--smollm2", action="store_true", help="also a few steps of smollm2-135m (minutes)")
+    args = parser.parse_args(argv)
+    append(run(args.quick, args.smollm2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
