@@ -19,8 +19,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: naming a method must stay fast
+    import pandas as pd
 
 PAIR_TYPES = ("incorrect_incorrect", "correct_incorrect", "correct_correct")  # index = number correct
 DIRECTION_NAMES = ("grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac")
@@ -191,6 +195,8 @@ def pairs_frame(
         sem = np.full(len(pairs), np.nan)
     else:
         sem = cosines_at(unit_rows(_check_features("emb", emb, groups.size)), pairs.i, pairs.j)
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "group": pairs.group,

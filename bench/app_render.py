@@ -36,12 +36,16 @@ STORE = {"methods": ("grpo", "entropy", "evol_rl", "g2rl"), "seeds": (0, 2, 3, 4
 PAGES = {"geometry": "app_pages/geometry.py", "pass@k": "app_pages/passk.py"}
 
 
+def store_params(quick: bool = False) -> dict:
+    return dict(STORE, seeds=(0,), steps=40) if quick else STORE
+
+
 def store_uri(quick: bool = False) -> str:
     """The cached synthetic store (built on first use)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import app_store
 
-    params = dict(STORE, seeds=(0,), steps=40) if quick else STORE
+    params = store_params(quick)
     key = hashlib.sha256((repr(sorted(params.items())) + Path(app_store.__file__).read_text()).encode()).hexdigest()[:12]
     cache = Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "g2rl-workbench")
     root = cache / f"bench-store-{key}"
@@ -85,11 +89,12 @@ def run(quick: bool = False) -> list[Row]:
             st.cache_data.clear()
             times[name]["cold"].append(render(page))
             times[name]["warm"].append(render(page))
-    runs = len(STORE["methods"]) * len(STORE["seeds"])
+    params = store_params(quick)
+    runs = len(params["methods"]) * len(params["seeds"])
     rows = []
     for name in PAGES:
         for kind in ("cold", "warm"):
-            rows.append(stat_row(BENCH, f"{name} page, {runs} runs x {STORE['steps']} steps: {kind}",
+            rows.append(stat_row(BENCH, f"{name} page, {runs} runs x {params['steps']} steps: {kind}",
                                  summary(times[name][kind]), "s",
                                  note="AppTest wall time: default page + switch to this page" if kind == "cold" else ""))
     return rows

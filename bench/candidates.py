@@ -272,3 +272,27 @@ class CachedEmbedder:
 
     def __getattr__(self, name: str):
         return getattr(self.embedder, name)
+
+
+def geometry_metrics_gram(grad, emb, groups, correct, tau: float = 0.1) -> dict[str, float]:
+    """:func:`analysis.geometry.geometry_metrics` from :func:`group_cosines`, pair types as integer codes.
+
+    Same keys and values (to float rounding). No DataFrame and no string column: a pair's type is
+    its number of correct members (0, 1, 2), indexing ``analysis.geometry.PAIR_TYPES``.
+    """
+    import numpy as np
+
+    from analysis.geometry import PAIR_TYPES, PREFIX, _check_features, _check_tau, _summaries
+
+    _check_tau(tau)
+    groups = np.asarray(groups).reshape(-1)
+    flags = np.asarray(correct, dtype=bool).reshape(-1)
+    i, j, g = group_cosines(_check_features("features", grad, groups.size), groups)
+    s = None if emb is None else group_cosines(_check_features("emb", emb, groups.size), groups)[2]
+    kind = flags[i].astype(np.int8) + flags[j]  # (P,)
+    metrics = {f"{PREFIX}/{name}": v for name, v in _summaries(g, s, tau).items()}
+    for code, pair_type in enumerate(PAIR_TYPES):
+        part = kind == code
+        for name, v in _summaries(g[part], None if s is None else s[part], tau).items():
+            metrics[f"{PREFIX}/{pair_type}/{name}"] = v
+    return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}

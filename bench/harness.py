@@ -23,11 +23,11 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 
 class StepClock(TrainerCallback):
-    """Times steps as the intervals between consecutive ``on_step_begin`` calls.
+    """Times steps as the intervals between consecutive ``on_step_begin`` calls (the last one: to ``on_train_end``).
 
     An interval covers a whole loop iteration: generation, scoring, the update, and every
-    callback and log write in between. ``intervals(skip)`` drops the first ``skip`` steps of each
-    ``train()`` call (warm-up).
+    callback and log write in between. ``last(skip)`` gives the step times of the latest
+    ``train()`` call without its first ``skip`` steps.
     """
 
     def __init__(self) -> None:
@@ -40,7 +40,9 @@ class StepClock(TrainerCallback):
         self._begin = time.perf_counter()
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.walls.append(time.perf_counter() - self._begin)
+        now = time.perf_counter()
+        self.runs[-1].append(now)  # closes the last step
+        self.walls.append(now - self._begin)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.runs[-1].append(time.perf_counter())

@@ -1,0 +1,55 @@
+"""Run every benchmark and write bench/RESULTS.md: ``make bench`` (or ``python -m bench.run_all``).
+
+Each benchmark runs in its own process (they patch modules and hold large tensors) and appends
+its rows to the one table. Environment:
+
+- ``BENCH_THREADS`` (default 1): torch threads; see ``bench/timing.py``.
+- ``BENCH_SMOLLM2`` (default 1): include a few steps of smollm2-135m per method (about 4 min).
+- ``BENCH_QUICK`` (default 0): small sizes and few repeats, a smoke run of the scripts (minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench.results import RESULTS, Row, append, start
+
+BENCHMARKS = ("feature_cost", "step_cost", "engine_overhead", "analysis_scale", "dump_size", "app_render")
+
+
+def main() -> int:
+    quick = os.environ.get("BENCH_QUICK", "0") == "1"
+    smollm2 = os.environ.get("BENCH_SMOLLM2", "1") == "1"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    start()
+    took, failed = {}, []
+    t0 = time.perf_counter()
+    for name in BENCHMARKS:
+        argv = [sys.executable, "-m", f"bench.{name}"]
+        if quick and name != "dump_size":
+            argv.append("--quick")
+        if name == "step_cost" and smollm2:
+            argv.append("--smollm2")
+        print(f"\n=== bench.{name} ===", flush=True)
+        t = time.perf_counter()
+        code = subprocess.call(argv)
+        took[name] = time.perf_counter() - t
+        if code:
+            failed.append(name)
+            append([Row(name, "failed", f"exit code {code}", note="see the console output of make bench")])
+    with RESULTS.open("a") as f:
+        f.write("\nRun time of each benchmark: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in took.items())
+                + f"; total {(time.perf_counter() - t0) / 60:.1f} min"
+                + ("; quick mode (BENCH_QUICK=1)" if quick else "")
+                + ("" if smollm2 else "; smollm2-135m step cost skipped (BENCH_SMOLLM2=0)") + ".\n")
+    print(f"\nwrote {RESULTS}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
