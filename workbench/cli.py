@@ -12,7 +12,7 @@ from workbench.eval_cmd import add_eval_parser
 from workbench.report import add_report_parser
 from workbench.sweep import add_sweep_parser
 from workbench.registry import UnknownNameError
-from workbench.tracking import TrackingError, tracking_uri
+from workbench.tracking import TrackingError, closing_run, tracking_uri
 
 USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
 
@@ -72,16 +72,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"Resuming run {point.run_id} from {where}.", file=sys.stderr)
     previous = _sigterm_as_interrupt()
     try:
-        train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
+        with closing_run(tracker):
+            train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
     finally:
         _restore_sigterm(previous)
-    tracker.finish("FINISHED")
     if process_rank()[0] == 0:
         _print_where(cfg, tracker.run_id)
     return 0

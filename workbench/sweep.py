@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
-from workbench.tracking import Tracker, client, experiment_id
+from workbench.tracking import Tracker, client, closing_run, experiment_id
 
 TrainFn = Callable[[WorkbenchConfig, Tracker], Any]
 HASH_TAG = "config_hash"
@@ -154,15 +154,8 @@ def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn) -> str:
 
     tracker = start_tracker(cfg)
     tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
-    try:
+    with closing_run(tracker):
         train_fn(cfg, tracker)
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
-        raise
-    except BaseException:
-        tracker.finish("FAILED")
-        raise
-    tracker.finish("FINISHED")
     return tracker.run_id
 
 

@@ -10,10 +10,12 @@ one process. Without ``MLFLOW_TRACKING_URI`` the store is ``mlruns.db``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -118,6 +120,20 @@ def read_text_artifact(mlflow_client, run_id: str, artifact_file: str) -> str | 
         except (MlflowException, OSError):
             return None
         return Path(local).read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def closing_run(tracker: Tracker) -> Iterator[Tracker]:
+    """Close the run as FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (any other error, re-raised)."""
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("FINISHED")
 
 
 class Tracker(Protocol):
