@@ -87,11 +87,12 @@ def unit_rows_lean(x, eps: float = 1e-12):
     """:func:`analysis.geometry.unit_rows` with one full-size temporary instead of four."""
     import numpy as np
 
-    x = np.asarray(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)  # the one copy, scaled in place
     norms = np.sqrt(np.einsum("nd,nd->n", x, x))  # (N,)
     with np.errstate(divide="ignore"):
         scale = np.where(norms <= eps, 0.0, 1.0 / norms)  # (N,); NaN norms stay NaN
-    return x * scale[:, None]  # (N, d)
+    x *= scale[:, None]
+    return x  # (N, d)
 
 
 def group_cosines(features, groups):
@@ -120,7 +121,10 @@ def group_cosines(features, groups):
             continue
         which = np.flatnonzero(sizes == m)  # groups of size m
         rows = order[starts[which][:, None] + np.arange(m)]  # (g, m)
-        block = unit[rows]  # (g, m, d)
+        if which.size * m == groups.size and np.array_equal(rows.ravel(), np.arange(groups.size)):
+            block = unit.reshape(which.size, m, -1)  # rows already grouped: a view, no copy
+        else:
+            block = unit[rows]  # (g, m, d)
         gram = block @ block.transpose(0, 2, 1)  # (g, m, m)
         iu, ju = np.triu_indices(m, 1)  # (m(m-1)/2,) in (i, then j) order
         out[pair_start[which][:, None] + np.arange(iu.size)] = gram[:, iu, ju]
@@ -132,7 +136,7 @@ def maj_at_k_table_vectorised(df, ks=None, *, seed: int = 0, max_subsets: int = 
 
     Same values: every problem with n samples uses the same k-subsets (the per-problem function
     draws them from the same seed), so the votes of all problems for one k are one batched product
-    member (S, n) @ onehot (A, n, P) -> (A, S, P), made in chunks of problems; value(a) is the
+    onehot (A, P, n) @ member (n, S) -> (A, P, S), made in chunks of problems; value(a) is the
     per-answer majority of the samples' flags (0.5 on a tie), as
     :func:`analysis.passk.answer_correctness`. Reductions run over the leading answer axis.
     """
@@ -165,23 +169,23 @@ def maj_at_k_table_vectorised(df, ks=None, *, seed: int = 0, max_subsets: int = 
             probs = np.flatnonzero(sizes == n)  # problems with n samples
             rows = first_row[probs][:, None] + np.arange(n)  # (P, n)
             p_idx, s_idx = np.nonzero(has[rows])
-            onehot = np.zeros((n_answers, n, probs.size), dtype=np.float32)  # (A, n, P)
-            onehot[local[rows][p_idx, s_idx], s_idx, p_idx] = 1.0
+            onehot = np.zeros((n_answers, probs.size, n), dtype=np.float32)  # (A, P, n)
+            onehot[local[rows][p_idx, s_idx], p_idx, s_idx] = 1.0
             vals = np.zeros((n_answers, probs.size))  # (A, P)
             vals[local[rows][p_idx, s_idx], p_idx] = value[code[rows][p_idx, s_idx]]
             for k in ks_b:
                 subsets = _k_subsets(int(n), k, seed=seed, max_subsets=max_subsets)  # (S, k)
-                member = np.zeros((subsets.shape[0], n), dtype=np.float32)  # (S, n)
-                np.put_along_axis(member, subsets, 1.0, axis=1)
+                member = np.zeros((n, subsets.shape[0]), dtype=np.float32)  # (n, S)
+                np.put_along_axis(member.T, subsets, 1.0, axis=1)
                 scores = np.empty(probs.size)
                 step = max(1, (1 << 22) // (subsets.shape[0] * n_answers))
                 for lo in range(0, probs.size, step):
-                    votes = member @ onehot[:, :, lo : lo + step]  # (A, S, p), exact small integers
-                    top = votes.max(axis=0)  # (S, p)
-                    tied = (votes == top) & (top > 0)  # (A, S, p)
-                    n_tied = tied.sum(axis=0)  # (S, p)
-                    hit = np.einsum("asp,ap->sp", tied, vals[:, lo : lo + step])  # (S, p)
-                    scores[lo : lo + step] = np.divide(hit, n_tied, out=np.zeros_like(hit), where=n_tied > 0).mean(0)
+                    votes = onehot[:, lo : lo + step] @ member  # (A, p, S), exact small integers
+                    top = votes.max(axis=0)  # (p, S)
+                    tied = votes == top  # (A, p, S)
+                    n_tied = tied.sum(axis=0)  # (p, S)
+                    hit = np.einsum("aps,ap->ps", tied, vals[:, lo : lo + step])  # (p, S)
+                    scores[lo : lo + step] = np.where(top > 0, hit / n_tied, 0.0).mean(1)  # no votes: 0
                 out.append(pd.DataFrame({"benchmark": benchmark, "problem_id": names[probs], "metric": "maj", "k": k,
                                          "value": scores}))
     table = pd.concat(out, ignore_index=True)
@@ -296,3 +300,38 @@ def geometry_metrics_gram(grad, emb, groups, correct, tau: float = 0.1) -> dict[
         for name, v in _summaries(g[part], None if s is None else s[part], tau).items():
             metrics[f"{PREFIX}/{pair_type}/{name}"] = v
     return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}
+
+
+def load_dumps_one_repository(run_id: str, uri: str, steps=None, folder: str = "features"):
+    """:func:`analysis.loaders.load_dumps` resolving the run's artifact repository once.
+
+    ``MlflowClient.download_artifacts`` looks the run up again (two SQL queries and a logged-model
+    check, ~35 ms on SQLite) for every file; here the repository of the run's artifact URI is
+    resolved once and each dump is one file copy and one Parquet read.
+    """
+    import tempfile
+
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from analysis import loaders
+
+    client = loaders._client(uri)
+    available = loaders.artifact_steps(run_id, uri, folder)
+    wanted = available if steps is None else [s for s in steps if s in set(available)]
+    repo = get_artifact_repository(client.get_run(run_id).info.artifact_uri)
+    frames, invalid = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for step in wanted:
+            try:
+                local = repo.download_artifacts(f"{folder}/step_{step:06d}.parquet", tmp)
+                frames.append(pq.read_table(local).to_pandas(ignore_metadata=True))
+            except (pa.ArrowInvalid, OSError):
+                invalid.append(step)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not out.empty:
+        out.insert(0, "run_id", run_id)
+    out.attrs["invalid_steps"] = invalid
+    return out

@@ -83,7 +83,7 @@ def run(quick: bool = False) -> list[Row]:
     set_threads()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SCRATCH}/mlruns.db"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    steps, rounds = (6, 2) if quick else (10, 6)
+    steps, rounds = (6, 2) if quick else (8, 5)
     common = [f"training.steps={steps}", "training.cpu_threads=1"]
     off = config("grpo", *common, "features.every=0")
     on = config("grpo", *common)
