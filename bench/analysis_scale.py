@@ -92,7 +92,8 @@ def run(quick: bool = False) -> list[Row]:
     geo = f"{n_pairs:,} pairs (d 256, emb 384)"
     problems = f"{frame['problem_id'].nunique():,} problems x 64"
     cases = [
-        (f"geometry_metrics, {geo}", lambda: geometry_metrics(grad, emb, groups, correct), 1, f"inputs {input_mb:.0f} MB"),
+        (f"geometry_metrics, {geo}", lambda: geometry_metrics(grad, emb, groups, correct), 1,
+         f"inputs {input_mb:.0f} MB"),
         (f"geometry_metrics_gram, {geo}", lambda: geometry_metrics_gram(grad, emb, groups, correct), 1, candidate),
         (f"pairs_frame (the app's pair table), {geo}", lambda: pairs_frame(grad, emb, groups, correct), 1, ""),
         (f"pass_at_k_table, {problems}", lambda: pass_at_k_table(frame), 1, f"{len(frame):,} eval rows"),

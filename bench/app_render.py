@@ -46,7 +46,8 @@ def store_uri(quick: bool = False) -> str:
     import app_store
 
     params = store_params(quick)
-    key = hashlib.sha256((repr(sorted(params.items())) + Path(app_store.__file__).read_text()).encode()).hexdigest()[:12]
+    source = repr(sorted(params.items())) + Path(app_store.__file__).read_text()
+    key = hashlib.sha256(source.encode()).hexdigest()[:12]
     cache = Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "g2rl-workbench")
     root = cache / f"bench-store-{key}"
     done = root / ".complete"

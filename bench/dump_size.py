@@ -7,9 +7,10 @@ One step of the paper's batch: 16 prompts x 16 completions (256 rows), Phi of d 
 (default compression, as ``MlflowTracker.log_parquet`` writes it), for ``features.dtype``
 float32 and float16 and for ``features.project_dim`` 256.
 
-Phi is synthetic with the paper's geometry (a shared direction per group, weighted per completion, plus noise:
-mean within-group cosine ~0.14, ~30 % of pairs negative, like the paper's G2RL); the cosine error compares every within-group pair's cosine after storage (dtype
-and projection) with its float64 cosine before.
+Phi is synthetic with the paper's geometry (a shared direction per group, weighted per
+completion, plus noise: mean within-group cosine ~0.14, ~30 % of pairs negative, like the paper's
+G2RL); the cosine error compares every within-group pair's cosine after storage (dtype and
+projection) with its float64 cosine before.
 
 Run: ``python -m bench.dump_size``.
 """
@@ -91,8 +92,10 @@ def run() -> list[Row]:
             sizes[(dtype, dim)] = size
             rows.append(Row(BENCH, f"Qwen3-1.7B scale, 16 x 16 completions: {label}", f"{size / 2**20:.2f} MiB",
                             note=(f"grad_feature column alone {grad_only.stat().st_size / 2**20:.2f} MiB, "
-                                  f"without both vector columns {no_vectors.stat().st_size / 2**20:.2f} MiB; "
-                                  f"within-group cosine error: mean {err.mean():.1e}, p95 {np.quantile(err, 0.95):.1e}, "
+                                  "without both vector columns "
+                                  f"{no_vectors.stat().st_size / 2**20:.2f} MiB; "
+                                  f"within-group cosine error: mean {err.mean():.1e}, "
+                                  f"p95 {np.quantile(err, 0.95):.1e}, "
                                   f"max {err.max():.1e}; step's mean cosine {before['grad_cos_mean']:.3f} -> "
                                   f"{after['grad_cos_mean']:.3f}, orth_frac (tau 0.1) {before['orth_frac']:.3f} -> "
                                   f"{after['orth_frac']:.3f}, neg_frac {before['neg_frac']:.3f} -> "

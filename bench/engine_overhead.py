@@ -98,8 +98,12 @@ def run(quick: bool = False) -> list[Row]:
     seconds = Seconds()
     instrument(trainers["on"], on_tracker, seconds)
     walls_before = []
-    times = interleaved_steps(trainers, rounds,
-                              after_warmup=lambda: (seconds.clear(), walls_before.append(len(trainers["on"].clock.walls))))
+
+    def after_warmup() -> None:
+        seconds.clear()
+        walls_before.append(len(trainers["on"].clock.walls))
+
+    times = interleaved_steps(trainers, rounds, after_warmup=after_warmup)
     trl = summary(times["trl"])
     note = f"{rounds} rounds x {steps} steps after a warm-up round"
     rows = []

@@ -218,9 +218,9 @@ def run(quick: bool = False) -> list[Row]:
                             ("candidate", "sampling route, candidate lean accumulator / generation")]:
             timing = (f"accumulator {summary(ratios['per_call']).fmt('s')} a call, generation "
                       f"{summary(ratios['per_token']).fmt('s')} a token (batch {gen_b})")
+            candidate = "bench/candidates.py, not in the workbench yet"
             rows.append(stat_row(BENCH, f"{label}, B={gen_b}: {title}", summary(ratios[name]), "pct",
-                                 target="<= 1 %", limit=0.01,
-                                 note="bench/candidates.py, not in the workbench yet" if name == "candidate" else timing))
+                                 target="<= 1 %", limit=0.01, note=timing if name == "workbench" else candidate))
         del cases
     return rows
 

@@ -29,7 +29,8 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     try:
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        mem_kb = int(next(line for line in lines if line.startswith("MemTotal")).split()[1])
         mem = f"{mem_kb / 2**20:.0f} GiB"
     except (OSError, StopIteration):
         mem = "?"
