@@ -3,9 +3,10 @@
 One step of the paper's batch: 16 prompts x 16 completions (256 rows), Phi of d = 2048
 (Qwen3-1.7B's hidden size), 384-dim text embeddings (MiniLM), texts of about 6,000 characters
 (~1,500 tokens; the paper's completions run to 3,072 tokens). The dump is built by
-:meth:`workbench.recording.StepRecorder.frame` and written with ``pyarrow.parquet.write_table``
-(default compression, as ``MlflowTracker.log_parquet`` writes it), for ``features.dtype``
-float32 and float16 and for ``features.project_dim`` 256.
+:meth:`workbench.recording.StepRecorder.frame` and written by
+:func:`workbench.tracking.write_parquet` (what ``MlflowTracker.log_parquet`` writes), for
+``features.dtype`` float32 and float16 and for ``features.project_dim`` 256; once more with
+pyarrow's defaults (dictionary encoding tried on every column) for comparison.
 
 Phi is synthetic with the paper's geometry (a shared direction per group, weighted per
 completion, plus noise: mean within-group cosine ~0.14, ~30 % of pairs negative, like the paper's
@@ -66,7 +67,7 @@ def run() -> list[Row]:
     from analysis.geometry import direction_fractions
     from workbench.config import FeaturesConfig
     from workbench.recording import StepRecorder
-    from workbench.tracking import NullTracker
+    from workbench.tracking import NullTracker, write_parquet
 
     batch, shaped, adv, prompts, prompt_ids, texts, num_tokens = step_batch()
     exact = within_group_cosines(batch.features, batch.groups)
@@ -78,12 +79,12 @@ def run() -> list[Row]:
             rec = StepRecorder(NullTracker(), FeaturesConfig(dtype=dtype, project_dim=dim), seed=0)
             table = rec.frame(1, batch, shaped, adv, prompts, prompt_ids, texts, num_tokens)
             path = Path(tmp) / f"{dtype}-{dim}.parquet"
-            pq.write_table(table, path)
+            write_parquet(table, path)
             size = path.stat().st_size
             no_vectors = Path(tmp) / "text-only.parquet"
-            pq.write_table(table.drop_columns(["grad_feature", "embedding"]), no_vectors)
+            write_parquet(table.drop_columns(["grad_feature", "embedding"]), no_vectors)
             grad_only = Path(tmp) / "grad-only.parquet"
-            pq.write_table(table.select(["grad_feature"]), grad_only)
+            write_parquet(table.select(["grad_feature"]), grad_only)
             back = np.stack(pq.read_table(path).column("grad_feature").to_pylist()).astype(np.float64)
             stored = within_group_cosines(back, batch.groups)
             err = np.abs(stored - exact)
@@ -101,16 +102,14 @@ def run() -> list[Row]:
                                   f"{after['orth_frac']:.3f}, neg_frac {before['neg_frac']:.3f} -> "
                                   f"{after['neg_frac']:.3f}")))
     full = sizes[("float32", None)]
-    with tempfile.TemporaryDirectory() as tmp:  # the float32 vectors: parquet's dictionary attempt costs ~30 %
+    with tempfile.TemporaryDirectory() as tmp:  # pyarrow's defaults, for comparison
         table = StepRecorder(NullTracker(), FeaturesConfig(dtype="float32"), seed=0).frame(
             1, batch, shaped, adv, prompts, prompt_ids, texts, num_tokens)
-        path = Path(tmp) / "nodict.parquet"
-        pq.write_table(table, path, use_dictionary=[c for c in table.column_names
-                                                    if c not in ("grad_feature", "embedding")])
-        rows.append(Row(BENCH, "Qwen3-1.7B scale: float32, d 2048, vector columns written without dictionary encoding",
-                        f"{path.stat().st_size / 2**20:.2f} MiB",
-                        note=f"{path.stat().st_size / full:.0%} of the default write; candidate for "
-                             "MlflowTracker.log_parquet (pq.write_table(..., use_dictionary=[non-vector columns]))"))
+        path = Path(tmp) / "defaults.parquet"
+        pq.write_table(table, path)
+        rows.append(Row(BENCH, "Qwen3-1.7B scale: float32, d 2048, pyarrow defaults (dictionary encoding on every "
+                        "column; reference)", f"{path.stat().st_size / 2**20:.2f} MiB",
+                        note=f"the workbench's write is {full / path.stat().st_size:.0%} of this"))
     rows.append(Row(BENCH, "per 1,000 logged steps (features.every=1): float32 / float16 / float16 + project_dim 256",
                     " / ".join(f"{sizes[k] * 1000 / 2**30:.2f} GiB" for k in
                                [("float32", None), ("float16", None), ("float16", 256)]),

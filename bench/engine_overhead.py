@@ -9,9 +9,6 @@ round after round (see ``bench/harness.py``):
   metrics to an MLflow store (SQLite in a scratch folder).
 - **ours, logging on**: the default, ``features.every=1``: Phi by the sampling route, text
   embeddings (MiniLM), geometry metrics and a Parquet feature dump, every step, to that store.
-- **ours, logging on, candidate fixes**: the same with ``bench/candidates.py``'s
-  ``BufferedTracker`` (metrics written in one batch every 10 s) and ``CachedEmbedder`` (each
-  distinct answer text encoded once); not in the workbench yet.
 
 A step's time is the interval between consecutive step starts, so it includes every callback and
 log write. Target: ours with logging on <= 1.05 x TRL. For "logging on", the share of its
@@ -27,7 +24,6 @@ import os
 import time
 from collections import defaultdict
 
-from bench.candidates import BufferedTracker, CachedEmbedder
 from bench.harness import SCRATCH, build_trainer, config
 from bench.results import Row, append, stat_row
 from bench.step_cost import interleaved_steps
@@ -92,9 +88,7 @@ def run(quick: bool = False) -> list[Row]:
         "trl": build_trainer(off, NullTracker(), plain=True),
         "off": build_trainer(off, start_tracker(off)),
         "on": build_trainer(on, on_tracker),
-        "fixed": build_trainer(on, BufferedTracker(start_tracker(on))),
     }
-    trainers["fixed"].embedder = CachedEmbedder(trainers["fixed"].embedder)
     seconds = Seconds()
     instrument(trainers["on"], on_tracker, seconds)
     walls_before = []
@@ -108,11 +102,9 @@ def run(quick: bool = False) -> list[Row]:
     note = f"{rounds} rounds x {steps} steps after a warm-up round"
     rows = []
     for name, title, limit in [("off", "ours grpo, logging off / TRL GRPOTrainer", None),
-                               ("on", "ours grpo, logging on / TRL GRPOTrainer", 1.05),
-                               ("fixed", "ours grpo, logging on, candidate fixes / TRL GRPOTrainer", 1.05)]:
+                               ("on", "ours grpo, logging on / TRL GRPOTrainer", 1.05)]:
         ratio = [t / b for t, b in zip(times[name], times["trl"], strict=True)]
-        extra = {"off": f"TRL step {trl.fmt('s')}", "on": "",
-                 "fixed": "BufferedTracker + CachedEmbedder from bench/candidates.py, not in the workbench yet"}[name]
+        extra = f"TRL step {trl.fmt('s')}" if name == "off" else ""
         rows.append(stat_row(BENCH, f"tiny: {title}", summary(ratio), target="<= 1.05" if limit else "",
                              limit=limit, note="; ".join(x for x in (extra, note) if x)))
     wall = sum(trainers["on"].clock.walls[walls_before[0]:])

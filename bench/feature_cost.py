@@ -29,7 +29,6 @@ import time
 import torch
 
 from bench.results import Row, append, stat_row
-from bench.candidates import LeanPhiAccumulator, phi_from_logits_blocked
 from bench.timing import interleave, set_threads, summary
 from trainers.features import PhiAccumulator, phi_from_logits, phi_per_token
 
@@ -101,9 +100,6 @@ def forward_cases(model, batch_size: int, completion_len: int) -> dict:
     def pooled():
         return phi_from_logits(logits, tokens, cmask, weight, TEMPERATURE)
 
-    def pooled_candidate():
-        return phi_from_logits_blocked(logits, tokens, cmask, weight, TEMPERATURE)
-
     def per_token():
         return phi_per_token(logits, tokens, cmask, weight, TEMPERATURE)
 
@@ -117,11 +113,10 @@ def forward_cases(model, batch_size: int, completion_len: int) -> dict:
 
     # The three agree (the tests assert it at tighter tolerance on small shapes).
     ref = autograd()
-    for fn in (pooled, pooled_candidate, per_token):
+    for fn in (pooled, per_token):
         err = (fn() - ref).abs().max().item() / ref.abs().max().item()
         assert err < 1e-3, f"{fn.__name__} disagrees with autograd: relative error {err:.1e}"
-    return {"forward": forward, "pooled": pooled, "pooled_candidate": pooled_candidate, "per_token": per_token,
-            "autograd": autograd}
+    return {"forward": forward, "pooled": pooled, "per_token": per_token, "autograd": autograd}
 
 
 class Timed:
@@ -141,39 +136,29 @@ class Timed:
 
 
 def sampling_ratios(model, batch_size: int, completion_len: int, repeats: int) -> dict[str, list[float]]:
-    """(accumulator + closed form) / (generation without the accumulators), per generate call.
-
-    The workbench's accumulator and the candidate ride on the same ``generate`` call (one after the
-    other in the processor list), each timed on its own; both see the same raw scores.
-    """
+    """(accumulator + closed form) / (generation without the accumulator's own time), per generate call."""
     prompt, _, _, _ = batch(model, batch_size, completion_len)
     weight = model.get_output_embeddings().weight.detach()
     vocab = model.config.vocab_size
-    out: dict[str, list[float]] = {"workbench": [], "candidate": [], "per_call": [], "per_token": []}
+    out: dict[str, list[float]] = {"ratio": [], "per_call": [], "per_token": []}
     for r in range(repeats + 1):  # the first call (8 tokens) warms up
         new_tokens = completion_len if r else 8
-        accs = {"workbench": Timed(PhiAccumulator(eos_token_id=vocab, temperature=TEMPERATURE)),  # never sampled
-                "candidate": Timed(LeanPhiAccumulator(eos_token_id=vocab, temperature=TEMPERATURE))}
-        order = list(accs.values()) if r % 2 else list(accs.values())[::-1]
+        acc = Timed(PhiAccumulator(eos_token_id=vocab, temperature=TEMPERATURE))  # an id never sampled
         torch.manual_seed(r)
         start = time.perf_counter()
         with torch.no_grad():
             seq = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
                                  temperature=TEMPERATURE, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
-                                 logits_processor=order)
-        gen_s = time.perf_counter() - start - sum(a.seconds for a in accs.values())
+                                 logits_processor=[acc])
+        gen_s = time.perf_counter() - start - acc.seconds
         completion = seq[:, PROMPT_LEN:]  # (B, C)
         assert completion.size(1) == new_tokens, completion.shape
-        phis = {}
-        for name, acc in accs.items():
-            start = time.perf_counter()
-            phis[name] = acc.processor.phi(weight, completion, torch.ones_like(completion))  # (B, d)
-            if r:
-                out[name].append((acc.seconds + time.perf_counter() - start) / gen_s)
-                if name == "workbench":
-                    out["per_call"].append(acc.seconds / acc.calls)
-                    out["per_token"].append(gen_s / new_tokens)
-        assert torch.allclose(phis["workbench"], phis["candidate"], rtol=1e-4, atol=1e-6)
+        start = time.perf_counter()
+        acc.processor.phi(weight, completion, torch.ones_like(completion))  # (B, d)
+        if r:
+            out["ratio"].append((acc.seconds + time.perf_counter() - start) / gen_s)
+            out["per_call"].append(acc.seconds / acc.calls)
+            out["per_token"].append(gen_s / new_tokens)
     return out
 
 
@@ -201,26 +186,20 @@ def run(quick: bool = False) -> list[Row]:
         fwd = summary(times["forward"])
         for name, title, limit in [
             ("pooled", "forward route: pooling / forward", 0.01),
-            ("pooled_candidate", "forward route, candidate blocked pooling / forward", 0.01),
             ("per_token", "per-token phi_t (reference) / forward", None),
             ("autograd", "autograd to h (reference) / forward", None),
         ]:
             ratio = [t / f for t, f in zip(times[name], times["forward"], strict=True)]
             extra = f"forward {fwd.fmt('s')}" if name == "pooled" else ""
-            if name == "pooled_candidate":
-                extra = "bench/candidates.py, not in the workbench yet"
             rows.append(stat_row(BENCH, f"{label}, B={b}: {title}", summary(ratio), "pct",
                                  target="<= 1 %" if limit else "", limit=limit,
                                  note="; ".join(x for x in (extra, note) if x)))
         gen_b = b if quick else 16
         ratios = sampling_ratios(model, gen_b, c, gen_repeats)
-        for name, title in [("workbench", "sampling route: accumulator + closed form / generation"),
-                            ("candidate", "sampling route, candidate lean accumulator / generation")]:
-            timing = (f"accumulator {summary(ratios['per_call']).fmt('s')} a call, generation "
-                      f"{summary(ratios['per_token']).fmt('s')} a token (batch {gen_b})")
-            candidate = "bench/candidates.py, not in the workbench yet"
-            rows.append(stat_row(BENCH, f"{label}, B={gen_b}: {title}", summary(ratios[name]), "pct",
-                                 target="<= 1 %", limit=0.01, note=timing if name == "workbench" else candidate))
+        timing = (f"accumulator {summary(ratios['per_call']).fmt('s')} a call, generation "
+                  f"{summary(ratios['per_token']).fmt('s')} a token (batch {gen_b})")
+        rows.append(stat_row(BENCH, f"{label}, B={gen_b}: sampling route: accumulator + closed form / generation",
+                             summary(ratios["ratio"]), "pct", target="<= 1 %", limit=0.01, note=timing))
         del cases
     return rows
 

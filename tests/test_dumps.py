@@ -17,12 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from mlflow.tracking import MlflowClient
 
 from analysis.geometry import DIRECTION_NAMES, SEMANTIC_NAMES, geometry_metrics
 from analysis.loaders import RUN_COLUMNS, artifact_steps, load_dumps, metric_history, runs_table, stack
 from workbench.config import FeaturesConfig, build_config, flatten
 from workbench.recording import DUMP_COLUMNS, StepRecorder, dump_path, random_projection
-from workbench.tracking import NullTracker, experiment_id
+from workbench.tracking import MlflowTracker, NullTracker, experiment_id
 
 from conftest import SMALL  # noqa: E402
 STEPS, PROMPTS, GENERATIONS = [1, 2, 3], 4, 4
@@ -92,8 +93,6 @@ def runs(store):
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
     return MlflowClient(tracking_uri=uri)
 
 
@@ -229,9 +228,6 @@ def test_interrupted_dump_is_skipped_and_listed(store, runs):
 def test_dump_written_from_pandas_with_list_columns_is_read_back(tmp_path):
     """A dump logged from a pandas frame with Arrow list<float> columns (as ``DataFrame.to_parquet`` would
     write it) carries pandas metadata naming an Arrow dtype; the loader reads the columns by their Arrow types."""
-    from mlflow.tracking import MlflowClient
-
-    from workbench.tracking import MlflowTracker
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     grad = np.arange(12, dtype=np.float32).reshape(3, 4)  # (N, d)
@@ -305,6 +301,20 @@ def test_dtype_and_projection_options_give_documented_columns(tmp_path, dtype, p
             assert back.schema.field(name).type == kind, name
 
 
+@pytest.mark.parametrize("every", [0, 1, 3])
+def test_geometry_is_logged_for_every_method_alike(every):
+    """G2RL computes Phi even with features.every=0; geometry is still logged only when every > 0, as for GRPO."""
+    batch, shaped, text = _fake_batch(n_groups=3, m=4, d=8, e=6)
+    metrics = StepRecorder(NullTracker(), FeaturesConfig(every=every)).metrics(
+        batch, shaped, np.zeros(len(batch.groups)), [False] * len(batch.groups), text["num_tokens"])
+    logged = sorted(k for k in metrics if k.startswith("geometry/"))
+    if every:
+        assert logged and logged == sorted(geometry_metrics(batch.features, batch.embeddings, batch.groups,
+                                                            batch.correct))
+    else:
+        assert logged == [] and metrics["train/reward"] == batch.correct.mean()
+
+
 def test_feature_options_are_config_params():
     cfg = build_config([{"method": "grpo"}], ["features.dtype=float16", "features.project_dim=256"])
     params = flatten(cfg.model_dump(mode="json"))
@@ -342,3 +352,46 @@ def test_random_projection_keeps_cosines():
     sd = (1 - before**2) / np.sqrt(k)  # (P,) predicted sd of each pair's error
     assert np.abs(error).mean() < 1.2 * np.sqrt(2 / np.pi) * sd.mean()
     assert (np.abs(error) / sd).max() < 5
+
+
+# (f) metrics are batched in memory and reach the store by the time anyone can read the run
+
+
+def test_metrics_are_buffered_until_flush_and_written_on_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "buffer")).info.run_id, flush_s=3600)
+    for step in range(1, 4):
+        tracker.log_metrics({"train/reward": step / 10, "skipped": float("nan")}, step=step)
+    assert client.get_metric_history(tracker.run_id, "train/reward") == []  # held in memory
+    tracker.log_metrics({"train/reward": 0.4}, step=4)
+    tracker.log_text("x", "notes.txt")  # an artifact write flushes first
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "train/reward")] == [1, 2, 3, 4]
+    tracker.log_metrics({"train/reward": 0.5}, step=5)
+    tracker.finish()
+    history = client.get_metric_history(tracker.run_id, "train/reward")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4), (5, 0.5)]
+    assert client.get_metric_history(tracker.run_id, "skipped") == []
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_metrics_flush_when_the_interval_has_passed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "interval")).info.run_id, flush_s=0)
+    tracker.log_metrics({"train/reward": 0.25}, step=1)
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "train/reward")] == [(1, 0.25)]
+
+
+def test_dump_vectors_are_not_dictionary_encoded(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "dictionary")).info.run_id)
+    table = pa.table({"step": [1, 1], "grad_feature": pa.array([[0.5, 1.0], [2.0, 3.0]], pa.list_(pa.float32()))})
+    tracker.log_parquet(table, dump_path(1))
+    local = client.download_artifacts(tracker.run_id, dump_path(1), str(tmp_path))
+    meta = pq.ParquetFile(local).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["step"])
+    assert not any("DICTIONARY" in e for e in encodings["grad_feature.list.element"])
+    assert pq.read_table(local).equals(table)

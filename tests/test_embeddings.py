@@ -66,3 +66,23 @@ def test_unloadable_model_names_model_and_fix(tmp_path):
 def test_model_loads_lazily():
     lazy = TextEmbedder("/nonexistent/model")  # nothing happens until encode
     assert lazy._model is None
+
+
+def test_cache_encodes_each_distinct_answer_once_and_changes_no_value(embedder, monkeypatch):
+    texts = ["x </think> 12", "12", "13", "y </think>12", "14", "13"]  # answers 12, 12, 13, 12, 14, 13
+    uncached = TextEmbedder(batch_size=4, cache_size=0)
+    uncached._model = embedder.model  # same weights, no second load
+    reference = uncached.encode(texts)
+    cached = TextEmbedder(batch_size=4, cache_size=2)
+    cached._model = embedder.model
+    seen: list[list[str]] = []
+    original = cached._encode
+    monkeypatch.setattr(cached, "_encode", lambda answers: seen.append(list(answers)) or original(answers))
+    first = cached.encode(texts)
+    np.testing.assert_allclose(first, reference, atol=1e-6)  # batch composition moves float rounding only
+    assert seen == [["12", "13", "14"]] and list(cached._cache) == ["13", "14"]  # bounded: oldest dropped
+    np.testing.assert_array_equal(first[0], first[1])
+    again = cached.encode(["13", "12"])
+    assert seen[1:] == [["12"]]
+    np.testing.assert_allclose(again, reference[[2, 0]], atol=1e-6)
+    assert len(uncached._cache) == 0

@@ -118,12 +118,19 @@ def test_pooled_equals_per_token_equals_autograd(seed, batch, max_prompt, max_co
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
     logits, tokens = logits[:, -c - 1 : -1], input_ids[:, -c:]  # (B, C, V), (B, C)
 
-    pooled = phi_from_logits(logits, tokens, completion_mask, weight, temperature, chunk_size=2)
+    vocab = logits.size(-1)
+    pooled = phi_from_logits(logits, tokens, completion_mask, weight, temperature)  # all sequences in one block
+    # blocks of two whole sequences (small-V path) and of two positions of one sequence (large-V path)
+    by_sequences = phi_from_logits(logits, tokens, completion_mask, weight, temperature, block_elements=2 * c * vocab)
+    by_positions = phi_from_logits(logits, tokens, completion_mask, weight, temperature, block_elements=2 * vocab)
     per_token = phi_per_token(logits, tokens, completion_mask, weight, temperature)
-    forward = phi_forward(model, input_ids, attention_mask, completion_mask, temperature, batch_size=2, chunk_size=3)
+    forward = phi_forward(model, input_ids, attention_mask, completion_mask, temperature, batch_size=2,
+                          block_elements=3 * vocab)
     assert pooled.dtype == torch.float64 and pooled.shape == (batch, weight.size(1))
     assert reference.abs().max() > 1e-3  # not trivially zero
     torch.testing.assert_close(pooled, per_token, rtol=0, atol=1e-8)
+    torch.testing.assert_close(by_sequences, per_token, rtol=0, atol=1e-8)
+    torch.testing.assert_close(by_positions, per_token, rtol=0, atol=1e-8)
     torch.testing.assert_close(pooled, reference, rtol=0, atol=1e-8)
     torch.testing.assert_close(forward, reference, rtol=0, atol=1e-8)
 
@@ -200,8 +207,13 @@ def sample(model, temperature, seed, processors=(), pad=PAD, max_new_tokens=24, 
     ],
 )
 @pytest.mark.parametrize("temperature", TEMPERATURES)
-def test_sampling_route_equals_forward_route(dtype, pad, rel_tol, temperature):
+@pytest.mark.parametrize("pooling", ["buffered", "buffer refilled", "eager"])
+def test_sampling_route_equals_forward_route(dtype, pad, rel_tol, temperature, pooling, monkeypatch):
     model = tiny_model(3, dtype, pad=pad)
+    if pooling == "buffer refilled":  # a buffer of 3 steps, pooled 8 times during generation
+        monkeypatch.setattr(PhiAccumulator, "BUFFER_BYTES", 3 * 8 * VOCAB * 4)
+    elif pooling == "eager":  # the large-V path: every step pooled at once
+        monkeypatch.setattr(PhiAccumulator, "EAGER_ELEMENTS", 0)
     acc = PhiAccumulator(EOS, temperature)
     sequences, prompt_mask = sample(model, temperature, seed=4, processors=[acc], pad=pad)
     prompt_len = prompt_mask.size(1)
@@ -210,6 +222,10 @@ def test_sampling_route_equals_forward_route(dtype, pad, rel_tol, temperature):
     lengths = completion_mask.sum(1)
     assert (lengths < completion_ids.size(1)).any() and (lengths == 24).any()  # some end early, some are cut
     assert acc.prompt_length == prompt_len and torch.equal(acc.num_tokens, lengths)
+    if pooling == "eager":
+        assert acc._buffer is None
+    else:  # all 24 steps fit in the default buffer; the small one holds 3
+        assert acc._buffer.size(1) == 3 if pooling == "buffer refilled" else acc._buffer.size(1) >= 24
 
     weight = model.get_output_embeddings().weight  # (V, d)
     sampled = acc.phi(weight, completion_ids, completion_mask)
@@ -260,7 +276,10 @@ def test_accumulator_refuses_reuse_and_wrong_masks():
     assert torch.equal(acc.num_tokens, mask.sum(1))
 
 
-def test_accumulator_refuses_masked_scores():
+@pytest.mark.parametrize("eager", [False, True])
+def test_accumulator_refuses_masked_scores(eager, monkeypatch):
+    if eager:
+        monkeypatch.setattr(PhiAccumulator, "EAGER_ELEMENTS", 0)
     model = tiny_model(8, torch.float32)
     acc = PhiAccumulator(EOS, 1.0)
     sequences, prompt_mask = sample(model, 1.0, seed=1, processors=[acc], suppress_tokens=[5])

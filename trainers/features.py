@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -114,10 +115,15 @@ def phi_from_logits(
     mask: Tensor,
     lm_head_weight: Tensor,
     temperature: float = 1.0,
-    chunk_size: int = 64,
+    block_elements: int = 1 << 20,
     eps: float = EPS,
 ) -> Tensor:
     """Phi from logits aligned with the tokens they predict (DESIGN 3.4, forward route).
+
+    The softmax runs over blocks of about ``block_elements`` logits (4 MB in float32, see
+    :func:`pooled_probs`), so the probabilities never exist for the whole batch and each block stays
+    in cache. (Blocks of 64 positions of every sequence were strided slices of 200 MB at SmolLM2's V
+    that softmax copied first: 6.3 % of a forward pass, against 2.1-2.6 % by blocks; ``make bench``.)
 
     Args:
         logits: z, (B, L, V); ``logits[:, t]`` predicts ``tokens[:, t]`` (already shifted).
@@ -125,22 +131,47 @@ def phi_from_logits(
         mask: a, (B, L); 1 on completion tokens, 0 elsewhere.
         lm_head_weight: W, (V, d).
         temperature: T in p_t = softmax(z_t / T).
-        chunk_size: positions per softmax, so at most (B, chunk_size, V) probabilities exist at once.
+        block_elements: logits per softmax block.
         eps: the eps of a~_t.
 
     Returns:
         Phi, (B, d).
     """
     _check_temperature(temperature)
-    batch, length, vocab = logits.shape
     dtype = _compute_dtype(logits.dtype, lm_head_weight.dtype)
     weights = mask.to(dtype)  # (B, L)
-    prob_sum = logits.new_zeros(batch, vocab, dtype=dtype)  # (B, V)
-    for start in range(0, length, chunk_size):
-        probs = torch.softmax(logits[:, start : start + chunk_size].to(dtype) / temperature, dim=-1)  # (B, c, V)
-        prob_sum += torch.bmm(weights[:, None, start : start + chunk_size], probs).squeeze(1)  # (B, V)
-    count = token_counts(tokens, weights, vocab, dtype)  # (B, V)
+    prob_sum = pooled_probs(logits, weights, temperature, block_elements)  # (B, V)
+    count = token_counts(tokens, weights, logits.size(-1), dtype)  # (B, V)
     return phi_from_prob_sums(lm_head_weight, prob_sum, count, weights.sum(1), eps)
+
+
+def pooled_probs(logits: Tensor, weights: Tensor, temperature: float = 1.0, block_elements: int = 1 << 20) -> Tensor:
+    """P = sum_t weights[:, t] softmax(logits[:, t] / T), (B, V), a block of about ``block_elements`` logits at a time.
+
+    For a large V a block is a contiguous (c, V) slice of one sequence, summed by one matrix-vector
+    product; for a small V, whole sequences, summed by one batched product. Computed in the dtype of
+    ``weights`` (float32 at least).
+    """
+    batch, length, vocab = logits.shape
+    dtype = weights.dtype
+    prob_sum = logits.new_zeros(batch, vocab, dtype=dtype)  # (B, V)
+
+    def probs_of(z: Tensor) -> Tensor:
+        z = z.to(dtype)
+        return torch.softmax(z if temperature == 1.0 else z / temperature, dim=-1)  # T == 1: no division, same bits
+
+    positions = max(1, block_elements // vocab)
+    if positions >= length:  # small V: whole sequences per block
+        seqs = max(1, positions // max(length, 1))
+        for b in range(0, batch, seqs):
+            probs = probs_of(logits[b : b + seqs])  # (s, L, V)
+            prob_sum[b : b + seqs] = torch.bmm(weights[b : b + seqs, None, :], probs).squeeze(1)  # (s, V)
+    else:  # large V: a few positions of one sequence per block
+        for b in range(batch):
+            for start in range(0, length, positions):
+                probs = probs_of(logits[b, start : start + positions])  # (c, V), contiguous
+                prob_sum[b] += weights[b, start : start + positions] @ probs  # (V,)
+    return prob_sum
 
 
 def token_features(logits: Tensor, tokens: Tensor, lm_head_weight: Tensor, temperature: float = 1.0) -> Tensor:
@@ -192,17 +223,20 @@ def pad_batch(
     """
     if len(prompt_ids) != len(completion_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
-    prompt_len = max((len(p) for p in prompt_ids), default=0)
-    completion_len = max((len(c) for c in completion_ids), default=0)
-    batch = len(prompt_ids)
-    input_ids = torch.full((batch, prompt_len + completion_len), pad_token_id, dtype=torch.long)  # (B, P + C)
-    attention_mask = torch.zeros_like(input_ids)  # (B, P + C)
-    for b, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
-        start = prompt_len - len(prompt)
-        input_ids[b, start:prompt_len] = torch.as_tensor(list(prompt), dtype=torch.long)
-        input_ids[b, prompt_len : prompt_len + len(completion)] = torch.as_tensor(list(completion), dtype=torch.long)
-        attention_mask[b, start : prompt_len + len(completion)] = 1
-    completion_mask = attention_mask[:, prompt_len:].clone()  # (B, C)
+    prompt_lens = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)  # (B,)
+    completion_lens = torch.tensor([len(c) for c in completion_ids], dtype=torch.long)  # (B,)
+    prompt_len = int(prompt_lens.max()) if len(prompt_ids) else 0
+    completion_len = int(completion_lens.max()) if len(completion_ids) else 0
+    in_prompt = torch.arange(prompt_len) >= prompt_len - prompt_lens[:, None]  # (B, P), left-padded
+    in_completion = torch.arange(completion_len) < completion_lens[:, None]  # (B, C), right-padded
+    input_ids = torch.full((len(prompt_ids), prompt_len + completion_len), pad_token_id, dtype=torch.long)
+    # boolean-mask assignment fills row by row, left to right: the order of the concatenated lists
+    input_ids[:, :prompt_len][in_prompt] = torch.tensor(list(itertools.chain.from_iterable(prompt_ids)),
+                                                         dtype=torch.long)
+    input_ids[:, prompt_len:][in_completion] = torch.tensor(list(itertools.chain.from_iterable(completion_ids)),
+                                                             dtype=torch.long)
+    attention_mask = torch.cat([in_prompt, in_completion], 1).long()  # (B, P + C)
+    completion_mask = in_completion.long()  # (B, C)
     return input_ids.to(device), attention_mask.to(device), completion_mask.to(device)
 
 
@@ -214,7 +248,7 @@ def phi_forward(
     completion_mask: Tensor,
     temperature: float = 1.0,
     batch_size: int | None = None,
-    chunk_size: int = 64,
+    block_elements: int = 1 << 20,
     eps: float = EPS,
 ) -> Tensor:
     """Phi from one no-grad forward over prompt + completion (DESIGN 3.4, forward route).
@@ -231,7 +265,7 @@ def phi_forward(
         completion_mask: a, (B, C); 1 up to and including the first EOS.
         temperature: T of the sampling policy.
         batch_size: sequences per forward (None: all at once).
-        chunk_size: positions per softmax in :func:`phi_from_logits`.
+        block_elements: logits per softmax block in :func:`phi_from_logits`.
 
     Returns:
         Phi, (B, d).
@@ -257,7 +291,7 @@ def phi_forward(
                 completion_mask[start : start + batch_size],
                 weight,
                 temperature,
-                chunk_size,
+                block_elements,
                 eps,
             )
         )
@@ -369,7 +403,16 @@ class PhiAccumulator(LogitsProcessor):
     stops accumulating after it has emitted one of ``eos_token_id`` in its generated part; the step
     that samples the EOS is still counted, matching TRL's ``completion_mask``. EOS-valued tokens in
     the prompt (left padding when pad == eos) are ignored. The scores are returned unchanged.
+
+    Cost: for a large (B, V) each step is pooled at once (a softmax and a fused add). For a small
+    one (at most ``EAGER_ELEMENTS`` scores) the dozen small tensor operations of a step would cost
+    more than the arithmetic, so the raw scores are copied into a ``BUFFER_BYTES`` buffer and pooled
+    K steps at a time by :func:`pooled_probs`, the forward route's function; the tokens generated in
+    the meantime say which steps count. Both give the same P to float rounding (tests).
     """
+
+    EAGER_ELEMENTS = 1 << 16
+    BUFFER_BYTES = 16 << 20
 
     def __init__(self, eos_token_id: int | Sequence[int], temperature: float = 1.0) -> None:
         _check_temperature(temperature)
@@ -396,39 +439,85 @@ class PhiAccumulator(LogitsProcessor):
 
     def reset(self) -> None:
         """Forget everything accumulated (start of a new ``generate`` call)."""
-        self.prob_sum: Tensor | None = None  # (B, V): sum_t a_t p_t
-        self.num_tokens: Tensor | None = None  # (B,): sum_t a_t
+        self._prob_sum: Tensor | None = None  # (B, V): sum_t a_t p_t
+        self._num_tokens: Tensor | None = None  # (B,): sum_t a_t
         self.prompt_length: int | None = None
-        self._finished: Tensor | None = None  # (B,) bool
+        self._finished: Tensor | None = None  # (B,) bool, large V only
         self._length: int | None = None
         self._nonfinite: Tensor | None = None  # () bool
+        self._buffer: Tensor | None = None  # (B, K, V) raw scores of the steps not pooled yet, small V only
+        self._filled = 0
+        self._input_ids: Tensor | None = None  # the last call's (B, P + t): every token sampled so far
+
+    @property
+    def prob_sum(self) -> Tensor | None:
+        """P = sum_t a_t p_t so far, (B, V)."""
+        self._pool_buffer()
+        return self._prob_sum
+
+    @property
+    def num_tokens(self) -> Tensor | None:
+        """sum_t a_t so far, (B,): the steps counted per sequence."""
+        self._pool_buffer()
+        return self._num_tokens
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         batch, length = input_ids.shape
-        if self.prob_sum is None:
-            dtype = _compute_dtype(scores.dtype)
-            self.prob_sum = scores.new_zeros(scores.shape, dtype=dtype)  # (B, V)
-            self.num_tokens = torch.zeros(batch, dtype=torch.long, device=scores.device)  # (B,)
-            self._finished = torch.zeros(batch, dtype=torch.bool, device=scores.device)  # (B,)
-            self._nonfinite = torch.zeros((), dtype=torch.bool, device=scores.device)
-            self._eos = torch.tensor(self.eos_token_ids, device=input_ids.device)  # (E,)
-            self.prompt_length = length
-        else:
-            if batch != self.prob_sum.size(0) or length != self._length + 1:
-                raise RuntimeError(
-                    f"PhiAccumulator saw input_ids of shape {(batch, length)} after "
-                    f"{(self.prob_sum.size(0), self._length)}: "
-                    "it follows one generate() call token by token; create a new one (or call reset()) per call. "
-                    "Beam search and assisted generation are not supported."
-                )
-            self._finished |= torch.isin(input_ids[:, -1], self._eos)  # (B,)
+        if self._prob_sum is None:
+            self._start(input_ids, scores)
+        elif batch != self._prob_sum.size(0) or length != self._length + 1:
+            raise RuntimeError(
+                f"PhiAccumulator saw input_ids of shape {(batch, length)} after "
+                f"{(self._prob_sum.size(0), self._length)}: "
+                "it follows one generate() call token by token; create a new one (or call reset()) per call. "
+                "Beam search and assisted generation are not supported."
+            )
+        if self._buffer is not None and self._filled == self._buffer.size(1):
+            self._pool_buffer()  # before this call's ids: the buffered steps end with the previous call
         self._length = length
+        self._input_ids = input_ids
+        if self._buffer is not None:  # small V: keep the scores, pool K steps at once
+            self._buffer[:, self._filled].copy_(scores)
+            self._filled += 1
+            return scores
+        if length > self.prompt_length:  # large V: pool this step now
+            self._finished |= torch.isin(input_ids[:, -1], self._eos)  # (B,)
         active = ~self._finished  # (B,)
-        probs = torch.softmax(scores.to(self.prob_sum.dtype) / self.temperature, dim=-1)  # (B, V)
-        self.prob_sum += probs * active[:, None]  # (B, V)
-        self.num_tokens += active
-        self._nonfinite |= ~torch.isfinite(scores).all()
+        z = scores.to(self._prob_sum.dtype)  # (B, V)
+        probs = torch.softmax(z if self.temperature == 1.0 else z / self.temperature, dim=-1)  # (B, V)
+        self._prob_sum.addcmul_(probs, active[:, None].to(probs.dtype))  # (B, V)
+        self._num_tokens += active
+        self._nonfinite |= ~torch.isfinite(scores.sum())  # -inf or NaN anywhere makes the sum non-finite
         return scores
+
+    def _start(self, input_ids: Tensor, scores: Tensor) -> None:
+        batch, vocab = scores.shape
+        dtype = _compute_dtype(scores.dtype)
+        self._prob_sum = scores.new_zeros(scores.shape, dtype=dtype)  # (B, V)
+        self._num_tokens = torch.zeros(batch, dtype=torch.long, device=scores.device)  # (B,)
+        self._finished = torch.zeros(batch, dtype=torch.bool, device=scores.device)  # (B,)
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=scores.device)
+        self._eos = torch.tensor(self.eos_token_ids, device=input_ids.device)  # (E,)
+        self.prompt_length = input_ids.size(1)
+        if batch * vocab <= self.EAGER_ELEMENTS:
+            steps = max(2, self.BUFFER_BYTES // (batch * vocab * scores.element_size()))
+            self._buffer = scores.new_empty(batch, steps, vocab)  # (B, K, V)
+
+    def _pool_buffer(self) -> None:
+        """Add the buffered steps to P (the last call's input_ids hold every token sampled before them)."""
+        if not self._filled:
+            return
+        generated = self._input_ids[:, self.prompt_length :]  # (B, n): tokens of steps 0 .. n - 1
+        first = generated.size(1) + 1 - self._filled  # index of the first buffered step
+        # step t is counted unless an EOS came before it (the step that samples the EOS counts)
+        eos_before = torch.isin(generated[:, : first + self._filled - 1], self._eos).long().cumsum(1)  # (B, n)
+        eos_before = torch.cat([eos_before.new_zeros(eos_before.size(0), 1), eos_before], 1)  # (B, n + 1)
+        active = (eos_before[:, first : first + self._filled] == 0).to(self._prob_sum.dtype)  # (B, k)
+        block = self._buffer[:, : self._filled]  # (B, k, V)
+        self._prob_sum += pooled_probs(block, active, self.temperature)  # (B, V)
+        self._num_tokens += active.sum(1).long()
+        self._nonfinite |= ~torch.isfinite(block.sum())
+        self._filled = 0
 
     @torch.no_grad()
     def phi(self, lm_head_weight: Tensor, completion_ids: Tensor, completion_mask: Tensor, eps: float = EPS) -> Tensor:
@@ -440,11 +529,12 @@ class PhiAccumulator(LogitsProcessor):
             completion_mask: 1 up to and including the first EOS, (B, C), as TRL builds it. A row that
                 is all zero (e.g. a truncated completion masked out) gives Phi = 0, as the forward route.
         """
-        if self.prob_sum is None:
+        if self._prob_sum is None:
             raise RuntimeError("PhiAccumulator has seen no generation step; pass it to generate() first")
-        if completion_ids.size(0) != self.prob_sum.size(0):
+        self._pool_buffer()
+        if completion_ids.size(0) != self._prob_sum.size(0):
             raise ValueError(
-                f"completion_ids has {completion_ids.size(0)} rows, the accumulator {self.prob_sum.size(0)}"
+                f"completion_ids has {completion_ids.size(0)} rows, the accumulator {self._prob_sum.size(0)}"
             )
         if bool(self._nonfinite):
             raise ValueError(
@@ -452,18 +542,18 @@ class PhiAccumulator(LogitsProcessor):
                 "(suppress_tokens, bad_words_ids, min_new_tokens, ...), so the sampler did not draw from "
                 "softmax(z / T); remove it or compute Phi with phi_forward"
             )
-        weight_sum = completion_mask.sum(1).to(self.num_tokens.device)  # (B,)
-        mismatch = (weight_sum != self.num_tokens) & (weight_sum != 0)  # (B,)
+        weight_sum = completion_mask.sum(1).to(self._num_tokens.device)  # (B,)
+        mismatch = (weight_sum != self._num_tokens) & (weight_sum != 0)  # (B,)
         if bool(mismatch.any()):
             rows = mismatch.nonzero().flatten().tolist()
             raise ValueError(
                 f"completion_mask counts {weight_sum[rows].tolist()} tokens in rows {rows}, the accumulator "
-                f"{self.num_tokens[rows].tolist()}: the mask must run up to and including the first of "
+                f"{self._num_tokens[rows].tolist()}: the mask must run up to and including the first of "
                 f"eos ids {self.eos_token_ids} (did a stop string or other criterion end a sequence?)"
             )
-        keep = (weight_sum != 0).to(self.prob_sum.dtype)  # (B,)
-        count = token_counts(completion_ids, completion_mask, self.prob_sum.size(1), self.prob_sum.dtype)  # (B, V)
-        return phi_from_prob_sums(lm_head_weight, self.prob_sum * keep[:, None], count, weight_sum, eps)
+        keep = (weight_sum != 0).to(self._prob_sum.dtype)  # (B,)
+        count = token_counts(completion_ids, completion_mask, self._prob_sum.size(1), self._prob_sum.dtype)  # (B, V)
+        return phi_from_prob_sums(lm_head_weight, self._prob_sum * keep[:, None], count, weight_sum, eps)
 
 
 @contextlib.contextmanager

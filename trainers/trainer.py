@@ -65,6 +65,7 @@ class WorkbenchTrainer(GRPOTrainer):
         self.want_embeddings = embedder is not None
         self.route = "forward" if self.use_vllm else route
         self._wb_accumulator: PhiAccumulator | None = None
+        self._wb_sampling: tuple[list[int], float] | None = None  # (EOS ids, T) of the checked generation config
         self._wb_local: dict[str, Any] = {}
         self._wb_batch: dict[str, Any] = {}
 
@@ -73,7 +74,10 @@ class WorkbenchTrainer(GRPOTrainer):
         if not (self.want_features and self.route == "sampling") or self.use_vllm:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
         model = self.accelerator.unwrap_model(self.model_wrapped)
-        self._wb_accumulator = PhiAccumulator.from_generation_config(model, self.generation_config)
+        if self._wb_sampling is None:  # checked once: resolving the effective config costs ~1 ms a step
+            checked = PhiAccumulator.from_generation_config(model, self.generation_config)
+            self._wb_sampling = (checked.eos_token_ids, checked.temperature)
+        self._wb_accumulator = PhiAccumulator(*self._wb_sampling)
         with extra_logits_processors(model, self._wb_accumulator):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 

@@ -104,7 +104,7 @@ class G2RLConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    every: int = Field(1, ge=0, description="Dump features every N steps (0: never).")
+    every: int = Field(1, ge=0, description="Dump features every N steps; 0: no dumps and no geometry metrics.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
     project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
     encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")

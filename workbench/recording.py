@@ -2,7 +2,9 @@
 
 :class:`StepRecorder` turns one shaped generation batch into the per-step
 ``train/``, ``geometry/``, method and ``perf/`` metrics and, every
-``features.every`` steps, the ``features/step_<step:06d>.parquet`` dump.
+``features.every`` steps, the ``features/step_<step:06d>.parquet`` dump. With
+``features.every=0`` no method logs geometry (G2RL still computes Phi for its
+rewards), so runs of different methods carry the same metrics.
 Geometry comes from :func:`analysis.geometry.geometry_metrics`, the same function
 the app and the notebooks call, so all three agree by construction.
 :class:`TrackerCallback` forwards TRL's own scalars (KL, entropy, lengths, loss).
@@ -80,7 +82,7 @@ class StepRecorder:
             "train/answer_timeouts": float(sum(timed_out)),
             "train/completion_tokens": float(np.mean(num_tokens)),
         }
-        if batch.features is not None:
+        if batch.features is not None and self.features.every:  # every=0: no geometry for any method
             out |= geometry_metrics(batch.features, batch.embeddings, batch.groups, batch.correct, tau=self.features.tau)
         return out | shaped.metrics
 
