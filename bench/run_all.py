@@ -4,7 +4,8 @@ Each benchmark runs in its own process (they patch modules and hold large tensor
 its rows to the one table. Environment:
 
 - ``BENCH_THREADS`` (default 1): torch threads; see ``bench/timing.py``.
-- ``BENCH_SMOLLM2`` (default 1): include a few steps of smollm2-135m per method (about 4 min).
+- ``BENCH_SMOLLM2`` (default 1): include a few steps of smollm2-135m per method, and TRL vs ours
+  on it (about 6 min).
 - ``BENCH_QUICK`` (default 0): small sizes and few repeats, a smoke run of the scripts (minutes).
 """
 
@@ -55,7 +56,7 @@ def main() -> int:
         argv = [sys.executable, "-m", f"bench.{name}"]
         if quick and name != "dump_size":
             argv.append("--quick")
-        if name == "step_cost" and smollm2:
+        if name in ("step_cost", "engine_overhead") and smollm2:
             argv.append("--smollm2")
         print(f"\n=== bench.{name} ===", flush=True)
         t = time.perf_counter()
