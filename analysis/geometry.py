@@ -12,6 +12,10 @@ Pure numpy/pandas: no torch, no ``workbench``, no ``trainers``.
 Zero vectors: :func:`unit_rows` maps a row of norm <= eps to the zero
 vector, so a zero feature has cosine 0 with everything (it counts as
 orthogonal and as non-negative).
+
+Speed: the cosines of a group are its Gram matrix, made for all groups of
+one size by a batched product (no (P, d) gather of the pairs' rows), and
+pair types are integer codes until a frame is built.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ PAIR_TYPES = ("incorrect_incorrect", "correct_incorrect", "correct_correct")  # 
 DIRECTION_NAMES = ("grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac")
 SEMANTIC_NAMES = ("sem_cos_mean", "sem_dispersion")
 PREFIX = "geometry"
-_CHUNK_ELEMENTS = 1 << 22  # bound on pairs x dims gathered at once (32 MiB of float64)
+_CHUNK_ELEMENTS = 1 << 20  # bound on rows x dims of one Gram block and of one norm pass (8 MiB of float64)
+ZERO_NORM = 1e-12  # a row of norm <= this is the zero vector (DESIGN 4 [ours])
 
 
 @dataclass(frozen=True, eq=False)  # arrays: no elementwise __eq__
@@ -50,18 +55,24 @@ class Pairs:
         return int(self.i.size)
 
 
-def unit_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def unit_rows(x: np.ndarray, eps: float = ZERO_NORM) -> np.ndarray:
     """Each row divided by its L2 norm: u_i = x_i / ||x_i||, in float64.
 
     DESIGN 4 [ours for zero rows]: a row with ||x_i|| <= eps becomes the zero
-    vector, so its cosine with every row is 0.
+    vector, so its cosine with every row is 0. A finite row whose norm
+    overflows to inf becomes the zero vector too; NaN or inf entries give NaN.
     """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array (N, d), got shape {x.shape}")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (N, 1)
+    u = np.array(x, dtype=np.float64)  # (N, d), a new array, divided in place
+    if u.ndim != 2:
+        raise ValueError(f"expected a 2-D array (N, d), got shape {u.shape}")
+    norms = np.empty(u.shape[0])  # (N,)
+    step = max(1, _CHUNK_ELEMENTS // max(1, u.shape[1]))
+    for lo in range(0, u.shape[0], step):  # chunks: no (N, d) temporary for the squares
+        norms[lo : lo + step] = np.linalg.norm(u[lo : lo + step], axis=1)
     tiny = norms <= eps  # False for NaN norms, so NaN rows stay NaN
-    return np.where(tiny, 0.0, x / np.where(tiny, 1.0, norms))  # (N, d)
+    u /= np.where(tiny, 1.0, norms)[:, None]
+    u[tiny] = 0.0
+    return u
 
 
 def _check_features(name: str, x: np.ndarray, n_rows: int) -> np.ndarray:
@@ -74,6 +85,17 @@ def _check_features(name: str, x: np.ndarray, n_rows: int) -> np.ndarray:
     return x
 
 
+def _group_layout(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows stably sorted by group (``order``, (N,)), and each group's first sorted position and size ((G,) each)."""
+    order = np.argsort(groups, kind="stable")  # (N,)
+    sorted_groups = groups[order]
+    is_start = np.ones(groups.size, dtype=bool)
+    is_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    starts = np.flatnonzero(is_start)  # (G,)
+    sizes = np.diff(np.append(starts, groups.size))  # (G,)
+    return order, starts, sizes
+
+
 def pair_indices(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (i, j), i < j, of all pairs within each group, no pair loop.
 
@@ -84,13 +106,8 @@ def pair_indices(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     groups = np.asarray(groups).reshape(-1)  # (N,)
     if groups.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order = np.argsort(groups, kind="stable")  # (N,)
-    sorted_groups = groups[order]
-    is_start = np.ones(groups.size, dtype=bool)
-    is_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    starts = np.flatnonzero(is_start)  # (G,)
-    ends = np.append(starts[1:], groups.size)  # (G,)
-    end_of_row = np.repeat(ends, ends - starts)  # (N,)
+    order, starts, sizes = _group_layout(groups)
+    end_of_row = np.repeat(starts + sizes, sizes)  # (N,)
     partners = end_of_row - np.arange(groups.size) - 1  # (N,) rows after p in its group
     first = np.repeat(np.arange(groups.size), partners)  # (P,) sorted positions
     block_start = np.repeat(np.cumsum(partners) - partners, partners)  # (P,)
@@ -98,17 +115,41 @@ def pair_indices(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order[first].astype(np.int64), order[second].astype(np.int64)
 
 
-def cosines_at(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """g_ij = <u_i, u_j> for the given index pairs of unit rows, clipped to [-1, 1].
+def _group_cosines(features: np.ndarray, groups: np.ndarray, eps: float = ZERO_NORM) -> np.ndarray:
+    """g_ij = <x_i, x_j> / (||x_i|| ||x_j||) of all pairs i < j within each group, clipped to [-1, 1].
 
-    DESIGN 4. Gathers rows in chunks so memory stays bounded for wide features.
+    DESIGN 4: <u_i, u_j> of :func:`unit_rows` up to float rounding, and like
+    it a row of norm <= eps (or an overflowing norm) is the zero vector, with
+    cosine 0. For each group size m, one batched product gives the float64
+    Gram matrices of the groups' rows, in blocks of about ``_CHUNK_ELEMENTS``
+    rows x dims; the norms are the square roots of their diagonals. Each
+    group's upper triangle, read row by row (i, then j), is its run of pairs
+    in :func:`pair_indices` order.
     """
-    out = np.empty(i.size, dtype=np.float64)  # (P,)
-    step = max(1, _CHUNK_ELEMENTS // max(1, unit.shape[1]))
-    for lo in range(0, i.size, step):
-        a, b = unit[i[lo : lo + step]], unit[j[lo : lo + step]]  # (p, d)
-        out[lo : lo + step] = np.einsum("pd,pd->p", a, b)
-    return np.clip(out, -1.0, 1.0)
+    if groups.size == 0:
+        return np.empty(0)
+    order, starts, sizes = _group_layout(groups)
+    n_pairs = sizes * (sizes - 1) // 2  # (G,)
+    pair_start = np.cumsum(n_pairs) - n_pairs  # (G,) position of each group's first pair
+    out = np.empty(int(n_pairs.sum()))  # (P,)
+    d = features.shape[1]
+    for m in np.unique(sizes[sizes > 1]):
+        upper_i, upper_j = np.triu_indices(m, 1)  # (T,), T = m(m-1)/2, ordered by i, then j
+        of_size = np.flatnonzero(sizes == m)  # groups with m rows
+        step = max(1, _CHUNK_ELEMENTS // (m * max(1, d)))
+        for lo in range(0, of_size.size, step):
+            chunk = of_size[lo : lo + step]  # (g,)
+            rows = order[starts[chunk][:, None] + np.arange(m)]  # (g, m)
+            block = features[rows.ravel()].astype(np.float64).reshape(chunk.size, m, d)  # (g, m, d)
+            with np.errstate(over="ignore", invalid="ignore"):  # overflowing rows: zeroed below
+                gram = block @ block.transpose(0, 2, 1)  # (g, m, m)
+                norms = np.sqrt(np.einsum("gii->gi", gram))  # (g, m)
+                zero = ~((eps < norms) & (norms < math.inf))  # (g, m) rows that unit_rows maps to 0
+                inv = 1.0 / np.where(zero, 1.0, norms)  # (g, m)
+                cos = gram[:, upper_i, upper_j] * inv[:, upper_i] * inv[:, upper_j]  # (g, T)
+            cos[zero[:, upper_i] | zero[:, upper_j]] = 0.0
+            out[pair_start[chunk][:, None] + np.arange(upper_i.size)] = cos
+    return np.clip(out, -1.0, 1.0, out=out)
 
 
 def pairwise_cosines(features: np.ndarray, groups: np.ndarray) -> Pairs:
@@ -119,7 +160,12 @@ def pairwise_cosines(features: np.ndarray, groups: np.ndarray) -> Pairs:
     groups = np.asarray(groups).reshape(-1)
     features = _check_features("features", features, groups.size)
     i, j = pair_indices(groups)
-    return Pairs(group=groups[i], i=i, j=j, cos=cosines_at(unit_rows(features), i, j))
+    return Pairs(group=groups[i], i=i, j=j, cos=_group_cosines(features, groups))
+
+
+def _pair_codes(correct: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Number of correct completions in each pair (0, 1, 2): the index of its type in ``PAIR_TYPES``."""
+    return correct[i].astype(np.int8) + correct[j].astype(np.int8)  # (P,)
 
 
 def pair_types(pairs: Pairs, correct: np.ndarray) -> np.ndarray:
@@ -128,8 +174,7 @@ def pair_types(pairs: Pairs, correct: np.ndarray) -> np.ndarray:
     "correct_correct", "correct_incorrect" or "incorrect_incorrect" (DESIGN 4).
     """
     flags = np.asarray(correct, dtype=bool).reshape(-1)
-    n_correct = flags[pairs.i].astype(np.int64) + flags[pairs.j].astype(np.int64)  # (P,)
-    return np.asarray(PAIR_TYPES)[n_correct]
+    return np.asarray(PAIR_TYPES)[_pair_codes(flags, pairs.i, pairs.j)]
 
 
 def _check_tau(tau: float) -> None:
@@ -175,6 +220,18 @@ def _summaries(grad_cos: np.ndarray, sem_cos: np.ndarray | None, tau: float) -> 
     return out
 
 
+def _check_inputs(
+    grad: np.ndarray, emb: np.ndarray | None, groups: np.ndarray, correct: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    groups = np.asarray(groups).reshape(-1)  # (N,)
+    flags = np.asarray(correct, dtype=bool).reshape(-1)  # (N,)
+    if flags.size != groups.size:
+        raise ValueError(f"correct has {flags.size} entries but groups has {groups.size}; pass one per completion")
+    grad = _check_features("features", grad, groups.size)
+    emb = None if emb is None else _check_features("emb", emb, groups.size)
+    return grad, emb, groups, flags
+
+
 def pairs_frame(
     grad: np.ndarray,
     emb: np.ndarray | None,
@@ -184,27 +241,22 @@ def pairs_frame(
     """Tidy frame of all within-group pairs, for histograms (DESIGN 4).
 
     Columns: group, i, j (row indices, i < j), grad_cos, sem_cos (NaN when
-    ``emb`` is None), pair_type.
+    ``emb`` is None), pair_type (categorical, categories ``PAIR_TYPES``).
+    Rows in :func:`pair_indices` order.
     """
-    groups = np.asarray(groups).reshape(-1)
-    flags = np.asarray(correct, dtype=bool).reshape(-1)
-    if flags.size != groups.size:
-        raise ValueError(f"correct has {flags.size} entries but groups has {groups.size}; pass one per completion")
-    pairs = pairwise_cosines(grad, groups)
-    if emb is None:
-        sem = np.full(len(pairs), np.nan)
-    else:
-        sem = cosines_at(unit_rows(_check_features("emb", emb, groups.size)), pairs.i, pairs.j)
+    grad, emb, groups, flags = _check_inputs(grad, emb, groups, correct)
+    i, j = pair_indices(groups)  # (P,) each
+    sem = np.full(i.size, np.nan) if emb is None else _group_cosines(emb, groups)  # (P,)
     import pandas as pd
 
     return pd.DataFrame(
         {
-            "group": pairs.group,
-            "i": pairs.i,
-            "j": pairs.j,
-            "grad_cos": pairs.cos,
+            "group": groups[i],
+            "i": i,
+            "j": j,
+            "grad_cos": _group_cosines(grad, groups),
             "sem_cos": sem,
-            "pair_type": pair_types(pairs, flags),
+            "pair_type": pd.Categorical.from_codes(_pair_codes(flags, i, j), categories=PAIR_TYPES),
         }
     )
 
@@ -223,15 +275,17 @@ def geometry_metrics(
     given, sem_cos_mean, sem_dispersion (:func:`semantic_summary`); the same
     for each pair type as ``geometry/<pair_type>/<name>``. Keys whose value
     is NaN (no pairs of that kind) are left out, so the dict can be logged
-    as is.
+    as is. The same pairs and cosines as :func:`pairs_frame`, without a frame.
     """
     _check_tau(tau)
-    frame = pairs_frame(grad, emb, groups, correct)
-    sem_all = None if emb is None else frame["sem_cos"].to_numpy()
-    metrics = {f"{PREFIX}/{name}": v for name, v in _summaries(frame["grad_cos"].to_numpy(), sem_all, tau).items()}
-    for pair_type in PAIR_TYPES:
-        part = frame[frame["pair_type"] == pair_type]
-        sem = None if emb is None else part["sem_cos"].to_numpy()
-        for name, v in _summaries(part["grad_cos"].to_numpy(), sem, tau).items():
+    grad, emb, groups, flags = _check_inputs(grad, emb, groups, correct)
+    i, j = pair_indices(groups)  # (P,) each
+    g = _group_cosines(grad, groups)  # (P,)
+    s = None if emb is None else _group_cosines(emb, groups)  # (P,)
+    codes = _pair_codes(flags, i, j)  # (P,)
+    metrics = {f"{PREFIX}/{name}": v for name, v in _summaries(g, s, tau).items()}
+    for code, pair_type in enumerate(PAIR_TYPES):
+        part = codes == code  # (P,)
+        for name, v in _summaries(g[part], None if s is None else s[part], tau).items():
             metrics[f"{PREFIX}/{pair_type}/{name}"] = v
     return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}

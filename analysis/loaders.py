@@ -79,13 +79,28 @@ def _step_of(path: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def artifact_steps(run_id: str, uri: str, folder: str = DUMP_DIR) -> list[int]:
-    """Steps that have a ``<folder>/step_<step>.parquet`` artifact, ascending."""
-    files = _client(uri).list_artifacts(run_id, folder)
+def _steps(files) -> list[int]:
     return sorted(s for f in files if (s := _step_of(f.path)) is not None)
 
 
-def _read_parquet_artifact(client, run_id: str, path: str) -> pd.DataFrame | None:
+def artifact_steps(run_id: str, uri: str, folder: str = DUMP_DIR) -> list[int]:
+    """Steps that have a ``<folder>/step_<step>.parquet`` artifact, ascending."""
+    return _steps(_client(uri).list_artifacts(run_id, folder))
+
+
+def _artifact_repository(run_id: str, uri: str):
+    """The artifact repository of a run, resolved once.
+
+    ``MlflowClient.download_artifacts`` looks the run up again for every file
+    (SQL queries each time on a SQLite store); reading through the repository
+    does not.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(_client(uri).get_run(run_id).info.artifact_uri, tracking_uri=uri)
+
+
+def _read_parquet_artifact(repository, path: str) -> pd.DataFrame | None:
     """Download and parse one Parquet artifact; a truncated or corrupt file gives None.
 
     The pandas metadata a writer may have stored is ignored: columns come back
@@ -98,7 +113,7 @@ def _read_parquet_artifact(client, run_id: str, path: str) -> pd.DataFrame | Non
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run_id, path, tmp)
+        local = repository.download_artifacts(path, tmp)
         try:
             return pq.read_table(local).to_pandas(ignore_metadata=True)
         except (pa.ArrowInvalid, OSError):
@@ -110,13 +125,14 @@ def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: st
 
     A dump that cannot be parsed (an interrupted write) is skipped and its step
     listed in ``frame.attrs["invalid_steps"]``; the run id is in column ``run_id``.
+    The run's artifact repository is resolved once for all the files.
     """
-    client = _client(uri)
-    available = artifact_steps(run_id, uri, folder)
+    repository = _artifact_repository(run_id, uri)
+    available = _steps(repository.list_artifacts(folder))
     wanted = available if steps is None else [s for s in steps if s in set(available)]
     frames, invalid = [], []
     for step in wanted:
-        frame = _read_parquet_artifact(client, run_id, f"{folder}/step_{step:06d}.parquet")
+        frame = _read_parquet_artifact(repository, f"{folder}/step_{step:06d}.parquet")
         if frame is None:
             invalid.append(step)
         else:

@@ -22,6 +22,7 @@ from scipy import stats
 METRIC_KINDS = ("pass", "maj")
 _MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-. /]+$")
 _EVAL_COLUMNS = ("benchmark", "problem_id", "sample", "answer", "correct")
+_CHUNK_ELEMENTS = 1 << 20  # bound on answers x problems x subsets in one block of maj@k votes
 
 
 # --------------------------------------------------------------------------- pass@k
@@ -239,8 +240,64 @@ def pass_at_k_per_problem(df: pd.DataFrame, ks: Sequence[int] | None = None) -> 
     return _concat(parts)
 
 
-def _answer_or_none(value: object) -> str | None:
-    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+def _answer_codes(problem: np.ndarray, answers: pd.Series, correct: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's answer as an index among its problem's distinct answers, and their values.
+
+    ``problem`` (R,) is each sample's problem index (P problems). Answers are
+    compared as strings, as in :func:`maj_at_k`; a missing one (None, NaN) gets
+    -1 and casts no vote. Returns the indices (R,) and value(a) of
+    :func:`answer_correctness` as an (A, P) array (A: the most distinct answers
+    of any problem; 0 where a problem has fewer).
+    """
+    has = answers.notna().to_numpy()  # (R,)
+    text, _ = pd.factorize(answers[has].astype(str))  # (R',) one code per distinct string
+    n_texts = max(1, int(text.max(initial=0)) + 1)
+    key = problem[has].astype(np.int64) * n_texts + text  # (R',) one per (problem, answer)
+    pairs, pair_of_row = np.unique(key, return_inverse=True)  # (U,) sorted: by problem, then answer
+    pair_problem = pairs // n_texts  # (U,) ascending
+    pair_index = np.arange(pairs.size) - np.searchsorted(pair_problem, pair_problem)  # (U,) answer index in its problem
+    flags = correct.astype(bool).to_numpy()[has]  # (R',)
+    yes = np.bincount(pair_of_row, weights=flags, minlength=pairs.size)  # (U,)
+    total = np.bincount(pair_of_row, minlength=pairs.size)  # (U,)
+    value = np.zeros((int(pair_index.max(initial=0)) + 1, int(problem.max(initial=-1)) + 1))  # (A, P)
+    value[pair_index, pair_problem] = np.where(2 * yes > total, 1.0, np.where(2 * yes < total, 0.0, 0.5))
+    index = np.full(problem.size, -1)  # (R,)
+    index[has] = pair_index[pair_of_row]
+    return index, value
+
+
+def _maj_scores(answer: np.ndarray, value: np.ndarray, ks: Sequence[int], *, seed: int, max_subsets: int) -> np.ndarray:
+    """maj@k (:func:`maj_at_k`) for each k of p problems with n samples each, shape (p, K).
+
+    ``answer`` (p, n): each sample's answer index within its problem, -1 for
+    none; ``value`` (A, p): value(a) per answer index. All problems use the same
+    k-subsets (:func:`_k_subsets` with the same ``seed``), so their votes are one
+    product onehot (A p, n) @ member (n, S) -> (A, p, S), made for blocks of
+    problems; each subset scores as in :func:`_majority_scores`.
+    """
+    n_problems, n = answer.shape
+    n_answers = value.shape[0]
+    members = []
+    for k in ks:
+        subsets = _k_subsets(n, k, seed=seed, max_subsets=max_subsets)  # (S, k)
+        member = np.zeros((n, subsets.shape[0]), dtype=np.float32)  # (n, S)
+        member[subsets, np.arange(subsets.shape[0])[:, None]] = 1.0
+        members.append(member)
+    value = value.astype(np.float32)  # 0, 0.5 and 1, and their sums below, are exact in float32
+    out = np.empty((n_problems, len(ks)))  # (p, K)
+    step = max(1, _CHUNK_ELEMENTS // (n_answers * max(n, *(m.shape[1] for m in members))))
+    for lo in range(0, n_problems, step):
+        block = answer[lo : lo + step]  # (c, n)
+        onehot = (block[None] == np.arange(n_answers)[:, None, None]).astype(np.float32)  # (A, c, n)
+        flat = onehot.reshape(-1, n)  # (A c, n): one 2-D product per k, far faster than a batched one
+        for col, member in enumerate(members):
+            votes = (flat @ member).reshape(n_answers, block.shape[0], -1)  # (A, c, S) vote counts, exact
+            top = votes.max(axis=0)  # (c, S)
+            tied = votes == top  # (A, c, S)
+            total = np.einsum("acs,ac->cs", tied, value[:, lo : lo + step])  # (c, S) sum of value over the tied
+            mean_value = np.divide(total, tied.sum(axis=0, dtype=np.int32), dtype=np.float64)  # (c, S)
+            out[lo : lo + step, col] = np.where(top > 0, mean_value, 0.0).mean(axis=1)  # nobody voted: 0
+    return out
 
 
 def maj_at_k_per_problem(
@@ -250,21 +307,32 @@ def maj_at_k_per_problem(
 
     Samples are ordered by ``sample`` within a problem; every problem uses the
     same ``seed``. ``ks=None`` uses :func:`ks_for` of each benchmark's smallest
-    n. Returns columns benchmark, problem_id, metric ("maj"), k, value.
+    n. Returns columns benchmark, problem_id, metric ("maj"), k, value, a row
+    per problem (sorted) and k. Vectorised over the problems of a benchmark
+    with the same number of samples (:func:`_maj_scores`).
     """
     _check_eval_frame(df)
-    rows = []
+    if max_subsets < 1:
+        raise ValueError(f"max_subsets={max_subsets} is invalid; need max_subsets >= 1")
+    parts = []
     ordered = df.sort_values(["benchmark", "problem_id", "sample"], kind="stable")
     for benchmark, bench in ordered.groupby("benchmark", sort=True):
-        n_min = int(bench.groupby("problem_id").size().min())
-        ks_b = _ks_for_benchmark(ks, n_min, str(benchmark))
-        for problem_id, prob in bench.groupby("problem_id", sort=True):
-            answers = [_answer_or_none(a) for a in prob["answer"]]
-            flags = prob["correct"].astype(bool).tolist()
-            for k in ks_b:
-                value = maj_at_k(answers, flags, k, seed=seed, max_subsets=max_subsets)
-                rows.append((benchmark, problem_id, "maj", k, value))
-    return pd.DataFrame(rows, columns=["benchmark", "problem_id", "metric", "k", "value"])
+        bench = bench[bench["problem_id"].notna()]  # as groupby, which drops a missing key
+        if bench.empty:
+            continue
+        problem, names = pd.factorize(bench["problem_id"], sort=True)  # (R,) each problem's rows contiguous
+        sizes = np.bincount(problem)  # (P,) samples per problem
+        ks_b = _ks_for_benchmark(ks, int(sizes.min()), str(benchmark))
+        answer, value = _answer_codes(problem, bench["answer"], bench["correct"])  # (R,), (A, P)
+        first_row = np.cumsum(sizes) - sizes  # (P,)
+        scores = np.empty((sizes.size, len(ks_b)))  # (P, K)
+        for n in np.unique(sizes):
+            probs = np.flatnonzero(sizes == n)  # problems with n samples
+            rows = first_row[probs][:, None] + np.arange(n)  # (p, n)
+            scores[probs] = _maj_scores(answer[rows], value[:, probs], ks_b, seed=seed, max_subsets=max_subsets)
+        parts.append(pd.DataFrame({"benchmark": benchmark, "problem_id": names.repeat(len(ks_b)), "metric": "maj",
+                                   "k": np.tile(ks_b, sizes.size), "value": scores.ravel()}))
+    return _concat(parts)
 
 
 def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -76,19 +76,6 @@ def render(page: str) -> float:
     return elapsed
 
 
-def candidate_render(page: str) -> float:
-    """A cold render with :func:`bench.candidates.load_dumps_one_repository` as the app's dump loader."""
-    from analysis import loaders
-    from bench.candidates import load_dumps_one_repository
-
-    original = loaders.load_dumps
-    loaders.load_dumps = load_dumps_one_repository
-    try:
-        return render(page)
-    finally:
-        loaders.load_dumps = original
-
-
 def run(quick: bool = False) -> list[Row]:
     import streamlit as st
 
@@ -97,27 +84,21 @@ def run(quick: bool = False) -> list[Row]:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     render(PAGES["geometry"])  # untimed: imports, first connection
     repeats = 1 if quick else 2
-    times: dict[str, dict[str, list[float]]] = {p: {"cold": [], "warm": [], "candidate": []} for p in PAGES}
+    times: dict[str, dict[str, list[float]]] = {p: {"cold": [], "warm": []} for p in PAGES}
     for _ in range(repeats):
         for name, page in PAGES.items():
             st.cache_data.clear()
             times[name]["cold"].append(render(page))
             times[name]["warm"].append(render(page))
-        st.cache_data.clear()
-        times["geometry"]["candidate"].append(candidate_render(PAGES["geometry"]))
     params = store_params(quick)
     runs = len(params["methods"]) * len(params["seeds"])
     rows = []
     notes = {"cold": "AppTest wall time: default page + switch to this page; st.cache_data empty",
-             "warm": "a new session, caches filled",
-             "candidate": "analysis.loaders.load_dumps replaced by bench/candidates.py load_dumps_one_repository "
-                          "(not in the workbench yet)"}
+             "warm": "a new session, caches filled"}
     for name in PAGES:
-        for kind in ("cold", "warm", "candidate"):
-            if times[name][kind]:
-                label = "cold, candidate dump loader" if kind == "candidate" else kind
-                rows.append(stat_row(BENCH, f"{name} page, {runs} runs x {params['steps']} steps: {label}",
-                                     summary(times[name][kind]), "s", note=notes[kind]))
+        for kind in ("cold", "warm"):
+            rows.append(stat_row(BENCH, f"{name} page, {runs} runs x {params['steps']} steps: {kind}",
+                                 summary(times[name][kind]), "s", note=notes[kind]))
     return rows
 
 

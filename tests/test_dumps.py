@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -395,3 +396,32 @@ def test_dump_vectors_are_not_dictionary_encoded(tmp_path):
     assert any("DICTIONARY" in e for e in encodings["step"])
     assert not any("DICTIONARY" in e for e in encodings["grad_feature.list.element"])
     assert pq.read_table(local).equals(table)
+
+
+def test_a_checkpoint_writes_the_held_metrics(tmp_path):
+    """A run killed after a checkpoint keeps every step up to it (TrackerCallback.on_save flushes)."""
+    from types import SimpleNamespace
+
+    from workbench.recording import TrackerCallback
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "save")).info.run_id, flush_s=3600)
+    callback = TrackerCallback(tracker)
+    state = SimpleNamespace(is_world_process_zero=True, global_step=2)
+    callback.on_log(None, state, None, logs={"kl": 0.5, "loss": 1.5})
+    assert client.get_metric_history(tracker.run_id, "train/kl") == []
+    callback.on_save(None, state, None)
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "train/kl")] == [(2, 0.5)]
+
+
+def test_metric_history_keeps_the_later_value_of_a_step_logged_twice(tmp_path):
+    """What a resumed run leaves when the killed process had logged steps after its checkpoint."""
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    tracker = MlflowTracker(client, client.create_run(experiment_id(client, "twice")).info.run_id, flush_s=0)
+    for step, value in [(1, 0.1), (2, 0.2), (3, 0.3), (2, 0.25), (3, 0.35), (4, 0.4)]:  # resumed from step 1
+        tracker.log_metrics({"train/reward": value}, step=step)
+        time.sleep(0.002)  # distinct timestamps, as two processes have
+    history = metric_history(tracker.run_id, "train/reward", uri)
+    assert history["step"].tolist() == [1, 2, 3, 4] and history["value"].tolist() == [0.1, 0.25, 0.35, 0.4]

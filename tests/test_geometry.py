@@ -186,17 +186,19 @@ def test_chunked_cosines_match_for_wide_features(monkeypatch):
 # --------------------------------------------------------------------------- metrics dict
 
 
-def loop_metrics(grad, emb, groups, correct, tau):
-    """Reference geometry metrics from the naive loop."""
-    g, s = naive_pairs(grad, groups), naive_pairs(emb, groups)
+def loop_metrics(grad, emb, groups, correct, tau, pairs_of=naive_pairs):
+    """Reference geometry metrics from a per-pair loop (``emb`` None: no semantic keys)."""
+    g = pairs_of(grad, groups)
+    s = None if emb is None else pairs_of(emb, groups)
     out = {}
     kinds = {None: list(g)}
     for key in g:
         n_ok = int(correct[key[0]]) + int(correct[key[1]])
         kinds.setdefault(PAIR_TYPES[n_ok], []).append(key)
     for kind, keys in kinds.items():
+        if not keys:
+            continue
         gc = np.array([g[key] for key in keys])
-        sc = np.array([s[key] for key in keys])
         prefix = "geometry/" if kind is None else f"geometry/{kind}/"
         out.update(
             {
@@ -205,10 +207,11 @@ def loop_metrics(grad, emb, groups, correct, tau):
                 prefix + "orth_frac": np.mean(np.abs(gc) <= tau),
                 prefix + "opp_frac": np.mean(gc < -tau),
                 prefix + "aligned_frac": np.mean(gc > tau),
-                prefix + "sem_cos_mean": sc.mean(),
-                prefix + "sem_dispersion": 1 - sc.mean(),
             }
         )
+        if s is not None:
+            sc = np.array([s[key] for key in keys])
+            out.update({prefix + "sem_cos_mean": sc.mean(), prefix + "sem_dispersion": 1 - sc.mean()})
     return out
 
 
@@ -266,6 +269,143 @@ def test_pairs_frame_columns():
     assert pairs_frame(grad, None, np.zeros(6, dtype=int), np.ones(6, dtype=bool))["sem_cos"].isna().all()
 
 
+# --------------------------------------------------------------------------- Gram blocks == per-pair loop
+
+
+def reference_unit_rows(x, eps=1e-12):
+    """unit_rows as first written: np.where over the whole array, no chunks."""
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    tiny = norms <= eps
+    return np.where(tiny, 0.0, x / np.where(tiny, 1.0, norms))
+
+
+def unit_loop_pairs(features: np.ndarray, groups: np.ndarray) -> dict[tuple[int, int], float]:
+    """Plain double loop over unit rows: {(i, j): clip(<u_i, u_j>, -1, 1)}, i < j in the same group.
+
+    Unlike :func:`naive_pairs`, rows of norm <= 1e-12 and rows whose norm overflows are zero vectors, as the
+    definition (reference_unit_rows) has them.
+    """
+    with np.errstate(over="ignore"):  # overflowing rows: norm inf, unit row 0
+        u = reference_unit_rows(features)
+    out = {}
+    for i in range(len(groups)):
+        for j in range(i + 1, len(groups)):
+            if groups[i] == groups[j]:
+                out[i, j] = float(np.clip(u[i] @ u[j], -1.0, 1.0))
+    return out
+
+
+def ragged_inputs(seed: int, n_groups: int = 9, max_size: int = 7):
+    """Groups of 1..max_size rows with shuffled, non-consecutive ids; zero, tiny and overflowing rows."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, max_size + 1, size=n_groups)
+    ids = rng.choice(10 * n_groups, size=n_groups, replace=False)
+    groups = rng.permutation(np.repeat(ids, sizes))  # (N,) rows of a group scattered
+    n = groups.size
+    grad = rng.normal(size=(n, 7)).astype(np.float32)  # float32, as dumped
+    grad[rng.random(n) < 0.1] = 0.0  # zero rows
+    grad[rng.random(n) < 0.1] *= 1e-14  # nonzero, norm <= 1e-12: zero vectors too
+    emb = rng.normal(size=(n, 5))
+    emb[rng.random(n) < 0.1] = 1e200  # finite, but the norm overflows to inf: a zero vector
+    emb[rng.random(n) < 0.2] = emb[0]  # exact ties: cosine 1
+    return grad, emb, groups, rng.random(n) < 0.5
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 40])  # 40: about one group per Gram block
+@pytest.mark.parametrize("seed", range(4))
+def test_gram_cosines_equal_per_pair_loop(monkeypatch, seed, chunk):
+    import analysis.geometry as geometry
+
+    monkeypatch.setattr(geometry, "_CHUNK_ELEMENTS", chunk)
+    grad, emb, groups, _ = ragged_inputs(seed)
+    for features in (grad, emb):
+        pairs = pairwise_cosines(features, groups)
+        expected = unit_loop_pairs(features, groups)
+        got = as_dict(pairs)
+        assert got.keys() == expected.keys()
+        np.testing.assert_allclose([got[key] for key in expected], list(expected.values()), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(pairs.i, pair_indices(groups)[0])
+        np.testing.assert_array_equal(pairs.j, pair_indices(groups)[1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pairs_frame_equals_per_pair_reference(seed):
+    grad, emb, groups, correct = ragged_inputs(seed)
+    g, s = unit_loop_pairs(grad, groups), unit_loop_pairs(emb, groups)
+    keys = sorted(g, key=lambda key: (groups[key[0]], key[0], key[1]))  # by group id, then i, then j
+    frame = pairs_frame(grad, emb, groups, correct)
+    assert list(frame.columns) == ["group", "i", "j", "grad_cos", "sem_cos", "pair_type"]
+    assert frame["i"].tolist() == [i for i, _ in keys] and frame["j"].tolist() == [j for _, j in keys]
+    assert frame["group"].tolist() == [groups[i] for i, _ in keys]
+    np.testing.assert_allclose(frame["grad_cos"], [g[key] for key in keys], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(frame["sem_cos"], [s[key] for key in keys], rtol=0, atol=1e-12)
+    assert frame["pair_type"].dtype == "category" and list(frame["pair_type"].cat.categories) == list(PAIR_TYPES)
+    assert frame["pair_type"].tolist() == [PAIR_TYPES[int(correct[i]) + int(correct[j])] for i, j in keys]
+    assert (frame["pair_type"] == "correct_incorrect").sum() == sum(correct[i] != correct[j] for i, j in keys)
+    no_emb = pairs_frame(grad, None, groups, correct)
+    assert no_emb["sem_cos"].isna().all() and no_emb["grad_cos"].equals(frame["grad_cos"])
+
+
+@pytest.mark.parametrize("with_emb", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_geometry_metrics_equal_per_pair_loop_on_ragged_groups(seed, with_emb):
+    grad, emb, groups, correct = ragged_inputs(seed)
+    emb = emb if with_emb else None
+    tau = (0.1, 0.0, 0.3, 1.0)[seed]
+    got = geometry_metrics(grad, emb, groups, correct, tau=tau)
+    expected = loop_metrics(grad, emb, groups, correct, tau, pairs_of=unit_loop_pairs)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_geometry_metrics_agree_with_pairs_frame():
+    grad, emb, groups, correct = ragged_inputs(7, n_groups=30)
+    metrics = geometry_metrics(grad, emb, groups, correct)
+    frame = pairs_frame(grad, emb, groups, correct)
+    for pair_type, part in [(None, frame), *frame.groupby("pair_type", observed=True)]:
+        prefix = "geometry/" if pair_type is None else f"geometry/{pair_type}/"
+        expected = direction_fractions(part["grad_cos"].to_numpy()) | semantic_summary(part["sem_cos"].to_numpy())
+        assert {name: metrics[prefix + name] for name in expected} == expected
+
+
+def test_unit_rows_equal_reference_bit_for_bit(monkeypatch):
+    import analysis.geometry as geometry
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(11, 6))
+    x[1], x[2], x[3], x[4] = 0.0, 1e-14, 1e200, np.nan  # zero, tiny, overflowing, NaN
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflowing and the NaN row
+        expected = reference_unit_rows(x)
+        np.testing.assert_array_equal(unit_rows(x), expected)  # NaN rows stay NaN in both
+        assert np.isnan(unit_rows(x)[4]).all() and not unit_rows(x)[[1, 2, 3]].any()
+        monkeypatch.setattr(geometry, "_CHUNK_ELEMENTS", 12)  # two rows per norm chunk
+        np.testing.assert_array_equal(unit_rows(x), expected)
+    x32 = np.delete(x, [3, 4], axis=0).astype(np.float32)
+    np.testing.assert_array_equal(unit_rows(x32), reference_unit_rows(x32))
+    before = x32.copy()
+    unit_rows(x32)
+    np.testing.assert_array_equal(x32, before)  # the input is not divided in place
+    x64 = x32.astype(np.float64)
+    unit_rows(x64)
+    np.testing.assert_array_equal(x64, before)
+    with pytest.raises(ValueError, match="2-D"):
+        unit_rows(np.ones(3))
+
+
+def test_geometry_metrics_at_scale_match_a_sample_of_pairs():
+    """8 groups of 16 rows: the batched, chunked path; a few pairs checked directly."""
+    rng = np.random.default_rng(9)
+    grad = rng.standard_normal((128, 300), dtype=np.float32)
+    groups = np.repeat(np.arange(8), 16)
+    pairs = pairwise_cosines(grad, groups)
+    u = reference_unit_rows(grad)
+    for p in rng.integers(0, len(pairs), size=20):
+        assert pairs.cos[p] == pytest.approx(u[pairs.i[p]] @ u[pairs.j[p]], abs=1e-12)
+    assert len(pairs) == 8 * 120
+
+
 # --------------------------------------------------------------------------- layering
 
 
@@ -278,3 +418,11 @@ def test_analysis_geometry_imports_no_torch_or_upper_layers():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"torch", "workbench", "trainers"}
+
+
+def test_importing_analysis_geometry_does_not_import_pandas():
+    import subprocess
+    import sys
+
+    code = "import sys, analysis.geometry; sys.exit('pandas' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0

@@ -278,6 +278,81 @@ def test_per_problem_frames_feed_bootstrap():
     assert lo <= mean <= hi
 
 
+# --------------------------------------------------------------------------- vectorised maj@k == per-problem loop
+
+
+def loop_maj_at_k_per_problem(df: pd.DataFrame, ks=None, *, seed: int = 0, max_subsets: int = 256) -> pd.DataFrame:
+    """The per-problem implementation maj_at_k_per_problem replaced: one maj_at_k call per problem and k."""
+    from analysis.passk import _ks_for_benchmark
+
+    def answer_or_none(value):
+        return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+    rows = []
+    ordered = df.sort_values(["benchmark", "problem_id", "sample"], kind="stable")
+    for benchmark, bench in ordered.groupby("benchmark", sort=True):
+        ks_b = _ks_for_benchmark(ks, int(bench.groupby("problem_id").size().min()), str(benchmark))
+        for problem_id, prob in bench.groupby("problem_id", sort=True):
+            answers = [answer_or_none(a) for a in prob["answer"]]
+            flags = prob["correct"].astype(bool).tolist()
+            for k in ks_b:
+                value = maj_at_k(answers, flags, k, seed=seed, max_subsets=max_subsets)
+                rows.append((benchmark, problem_id, "maj", k, value))
+    return pd.DataFrame(rows, columns=["benchmark", "problem_id", "metric", "k", "value"])
+
+
+def random_eval_frame(seed: int, n_min: int = 1) -> pd.DataFrame:
+    """Three benchmarks, ragged sample counts (n >= n_min), rows shuffled; few distinct answers (ties), missing
+    ones (None and NaN), answers flagged inconsistently, a problem with no answer at all, int and str answers."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for benchmark, n_problems, n_lo, n_hi in (("math", 25, 8, 12), ("gpqa", 6, 3, 5), ("tiny", 5, 1, 2)):
+        if n_hi < n_min:
+            continue
+        for p in range(n_problems):
+            n = int(rng.integers(max(n_lo, n_min), n_hi + 1))
+            silent = p == 3  # no sample of this problem has an answer
+            for sample in rng.permutation(n):
+                answer = None if silent else rng.choice(np.array(["7", "8", "9", 7, None, np.nan], dtype=object))
+                correct = bool(rng.random() < 0.2) if rng.random() < 0.1 else answer in ("7", 7)
+                rows.append((benchmark, f"{benchmark}-{p:02d}", int(sample), answer, correct))
+    rows += [("math", None, 0, "7", True), ("math", None, 1, "8", False)]  # no problem id: left out, as by groupby
+    frame = pd.DataFrame(rows, columns=["benchmark", "problem_id", "sample", "answer", "correct"])
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    ("seed", "ks", "max_subsets"), [(0, None, 256), (1, [1, 2, 3], 256), (2, None, 4), (3, [1, 3], 1), (4, None, 50)]
+)
+def test_maj_at_k_per_problem_equals_per_problem_loop(seed, ks, max_subsets):
+    df = random_eval_frame(seed, n_min=max(ks or [1]))
+    got = maj_at_k_per_problem(df, ks, seed=seed, max_subsets=max_subsets)
+    expected = loop_maj_at_k_per_problem(df, ks, seed=seed, max_subsets=max_subsets)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+    table = maj_at_k_table(df, ks, seed=seed, max_subsets=max_subsets)
+    expected_table = expected.groupby(["benchmark", "metric", "k"], sort=True)["value"].mean().reset_index()
+    pd.testing.assert_frame_equal(table, expected_table.astype({"k": int, "value": float}), rtol=0, atol=1e-12)
+
+
+def test_maj_at_k_per_problem_blocks_and_int_ids(monkeypatch):
+    import analysis.passk as passk
+
+    df = random_eval_frame(5).dropna(subset=["problem_id"])
+    df["problem_id"] = df["problem_id"].str[-2:].astype(int) + 100 * (df["benchmark"] == "gpqa")
+    expected = loop_maj_at_k_per_problem(df)
+    monkeypatch.setattr(passk, "_CHUNK_ELEMENTS", 1)  # one problem per block of votes
+    pd.testing.assert_frame_equal(maj_at_k_per_problem(df), expected, rtol=0, atol=1e-12)
+
+
+def test_maj_at_k_table_edge_frames():
+    empty = eval_frame().iloc[:0]
+    assert maj_at_k_per_problem(empty).empty and maj_at_k_table(empty).empty
+    silent = eval_frame().assign(answer=None)  # nobody answers: every vote scores 0
+    assert (maj_at_k_table(silent)["value"] == 0.0).all()
+    with pytest.raises(ValueError, match="max_subsets=0"):
+        maj_at_k_table(eval_frame(), max_subsets=0)
+
+
 # --------------------------------------------------------------------------- intervals
 
 

@@ -119,7 +119,8 @@ def test_killed_run_resumes_to_the_record_of_an_uninterrupted_run(store, model_c
         assert sorted(counts) == want, key
         assert all(counts[s] == 1 for s in counts if s <= n or s > killed_at), (key, counts)
         assert all(counts[s] <= 2 for s in counts), (key, counts)
-    assert any(len(steps) > STEPS for steps in raw.values()), "the kill should have left a step to log twice"
+    # With metrics written every tracking.flush_s (10 s) and at checkpoints, the kill may or may not have left
+    # steps after n in the store; the loader's handling of a step logged twice is tested in test_dumps.py.
 
     # Step by step equal to the uninterrupted run (bitwise on CPU with one thread; perf/ are timings).
     for key in raw:

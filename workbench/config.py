@@ -126,6 +126,8 @@ class EvalConfig(_Section):
 class TrackingConfig(_Section):
     experiment: str = Field("workbench", min_length=1, description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default method-seed).")
+    flush_s: float = Field(10.0, ge=0, description="Seconds between metric writes (0: at once); "
+                           "metrics are also written at every checkpoint and when the run ends.")
 
 
 class WorkbenchConfig(_Section):

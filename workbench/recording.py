@@ -135,7 +135,7 @@ def _vectors(x: np.ndarray | None, n: int, dtype: pa.DataType) -> pa.Array:
 
 
 class TrackerCallback(TrainerCallback):
-    """Forwards TRL's logged scalars under DESIGN 6 names, and times each step."""
+    """Forwards TRL's logged scalars under DESIGN 6 names, times each step, flushes at checkpoints."""
 
     RENAME = {
         "kl": "train/kl",
@@ -164,6 +164,11 @@ class TrackerCallback(TrainerCallback):
             return
         metrics = {new: logs[old] for old, new in self.RENAME.items() if isinstance(logs.get(old), (int, float))}
         self.tracker.log_metrics(metrics, step=state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        """Write the held metrics: a run killed later loses only steps that a resume trains again."""
+        if state.is_world_process_zero:
+            self.tracker.flush()
 
 
 class ProgressBar(ProgressCallback):

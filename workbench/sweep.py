@@ -38,12 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
-from workbench.tracking import Tracker, client, closing_run, experiment_id
+from workbench.tracking import HOST_TAG, PID_TAG, Tracker, client, closing_run, experiment_id
 
 TrainFn = Callable[[WorkbenchConfig, Tracker], Any]
 HASH_TAG = "config_hash"
-HOST_TAG = "workbench.host"
-PID_TAG = "workbench.pid"
 CELL_KEYS = ("method", "seed")
 
 

@@ -166,6 +166,7 @@ class Tracker(Protocol):
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -184,6 +185,7 @@ class NullTracker:
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
@@ -193,8 +195,10 @@ class MlflowTracker:
     Metrics are held in memory and written in one batch every ``flush_s`` seconds, before a text
     artifact, tag or parameter write, and when the run finishes: one ``log_batch`` is one synchronous
     transaction (about 40 ms on SQLite here), and a step logs three times (``make bench``, our layers
-    vs TRL). A process killed without warning (SIGKILL) loses at most the last ``flush_s`` seconds
-    of metrics; Ctrl-C, SIGTERM and errors finish the run through :func:`closing_run`, which flushes.
+    vs TRL). Training also flushes at every checkpoint (``TrackerCallback.on_save``), so a process
+    killed without warning (SIGKILL) loses only metrics of steps after its last checkpoint, which
+    ``workbench run --resume`` trains and logs again; Ctrl-C, SIGTERM and errors finish the run
+    through :func:`closing_run`, which flushes.
     """
 
     def __init__(self, mlflow_client, run_id: str, flush_s: float = 10.0) -> None:
@@ -207,18 +211,19 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
 
     @classmethod
-    def start(cls, experiment: str, run_name: str, tags: dict[str, str], uri: str | None = None) -> MlflowTracker:
+    def start(cls, experiment: str, run_name: str, tags: dict[str, str], uri: str | None = None,
+              flush_s: float = 10.0) -> MlflowTracker:
         c = client(uri)
         run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
-        return cls(c, run.info.run_id)
+        return cls(c, run.info.run_id, flush_s)
 
     @classmethod
-    def resume(cls, run_id: str, uri: str | None = None) -> MlflowTracker:
+    def resume(cls, run_id: str, uri: str | None = None, flush_s: float = 10.0) -> MlflowTracker:
         """Reopen run ``run_id`` (status RUNNING again); metrics and artifacts append to what it has."""
         c = client(uri)
         get_run(c, run_id)
         c.update_run(run_id, status="RUNNING")
-        return cls(c, run_id)
+        return cls(c, run_id, flush_s)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -160,7 +160,7 @@ def _user_data(load, path: str | None):
 
 def start_tracker(cfg: WorkbenchConfig) -> MlflowTracker:
     run_name = cfg.tracking.run_name or f"{cfg.method}-s{cfg.seed}"
-    tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg))
+    tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s)
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.log_text(to_yaml(cfg), CONFIG_ARTIFACT)
     tracker.set_tags(_process_tags(cfg, tracker.run_id))
@@ -253,7 +253,7 @@ def _alive_here(tags: dict[str, str]) -> bool:
 
 def reopen_tracker(point: ResumePoint) -> MlflowTracker:
     """Reopen the run of ``point`` for writing (RUNNING again), tagged with the step it resumes from."""
-    tracker = MlflowTracker.resume(point.run_id)
+    tracker = MlflowTracker.resume(point.run_id, flush_s=point.config.tracking.flush_s)
     tags = _process_tags(point.config, point.run_id)
     if point.checkpoint is not None:  # training goes on writing next to the checkpoint it resumes
         tags[CHECKPOINT_TAG] = str(point.checkpoint.parent.resolve())
