@@ -5,7 +5,7 @@ its rows to the one table. Environment:
 
 - ``BENCH_THREADS`` (default 1): torch threads; see ``bench/timing.py``.
 - ``BENCH_SMOLLM2`` (default 1): include a few steps of smollm2-135m per method, and TRL vs ours
-  on it (about 6 min).
+  on it (about 9 min).
 - ``BENCH_QUICK`` (default 0): small sizes and few repeats, a smoke run of the scripts (minutes).
 """
 
