@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -48,3 +49,15 @@ def model_cache(tmp_path_factory) -> Path:
     path = Path(os.environ.get("WORKBENCH_TEST_CACHE", tmp_path_factory.mktemp("model-cache")))
     os.environ["WORKBENCH_CACHE"] = str(path)
     return path
+
+
+def imported_packages(module_path: str) -> set[str]:
+    """Top-level packages a source file of this repository imports, e.g. ``imported_packages("analysis/passk.py")``."""
+    source = (Path(__file__).parents[1] / module_path).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    return imported

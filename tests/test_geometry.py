@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import math
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ from analysis.geometry import (
     semantic_summary,
     unit_rows,
 )
+from conftest import imported_packages  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None)
 BASE_NAMES = ["grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac", "sem_cos_mean", "sem_dispersion"]
@@ -410,13 +410,7 @@ def test_geometry_metrics_at_scale_match_a_sample_of_pairs():
 
 
 def test_analysis_geometry_imports_no_torch_or_upper_layers():
-    source = (Path(__file__).parents[1] / "analysis" / "geometry.py").read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = imported_packages("analysis/geometry.py")
     assert not imported & {"torch", "workbench", "trainers"}
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.loaders import artifact_steps, load_dumps
+from conftest import imported_packages  # noqa: E402
 
 STEPS = [1, 2, 3, 4, 5, 6]
 TRUNCATED = 4  # its file is cut short after logging, as an interrupted write leaves it
@@ -125,11 +125,5 @@ def test_unknown_run_raises(dump_run):
 
 
 def test_analysis_loaders_imports_only_data_libraries():
-    source = (Path(__file__).parents[1] / "analysis" / "loaders.py").read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = imported_packages("analysis/loaders.py")
     assert imported <= {"__future__", "os", "tempfile", "numpy", "pandas", "pyarrow", "mlflow"}

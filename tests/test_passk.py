@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import math
@@ -29,6 +28,7 @@ from analysis.passk import (
     pass_at_k_table,
     problem_counts,
 )
+from conftest import imported_packages  # noqa: E402
 
 CASES = json.loads((Path(__file__).parent / "data" / "passk_cases.json").read_text())
 FAST = settings(max_examples=60, deadline=None)
@@ -433,11 +433,5 @@ def test_metric_keys_use_only_mlflow_characters(benchmark, kind, k):
 
 
 def test_analysis_passk_imports_no_torch_or_upper_layers():
-    source = (Path(__file__).parents[1] / "analysis" / "passk.py").read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
+    imported = imported_packages("analysis/passk.py")
     assert not imported & {"torch", "workbench", "trainers"}
