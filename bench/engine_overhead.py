@@ -14,7 +14,7 @@ A step's time is the interval between consecutive step starts, so it includes ev
 log write. Target: ours with logging on <= 1.05 x TRL. For "logging on", the share of its
 ``train()`` time spent in each of our layers is measured in the same runs (timing wrappers).
 
-With ``--smollm2``, TRL and ours (logging on) once more on ``smollm2-135m`` (3 rounds of 3
+With ``--smollm2``, TRL and ours (logging on) once more on ``smollm2-135m`` (3 rounds of 2
 steps each, the first of each dropped): the same layers around a policy 200 times the tiny one's size.
 
 Run: ``python -m bench.engine_overhead [--quick] [--smollm2]``.
@@ -120,11 +120,12 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
 
 
 def smollm2_rows(rounds: int = 3) -> list[Row]:
-    """TRL vs ours with logging on, on smollm2-135m: ``rounds`` rounds of 3 steps each, the first step dropped."""
+    """TRL vs ours with logging on, on smollm2-135m: ``rounds`` rounds of 2 steps each, the first dropped."""
     from workbench.tracking import NullTracker
     from workbench.train import start_tracker
 
-    overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", "training.steps=3",
+    steps = 2
+    overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", f"training.steps={steps}",
                  "training.max_completion_length=32", "training.cpu_threads=1"]
     on = config("grpo", *overrides)
     tracker = start_tracker(on)
@@ -135,14 +136,14 @@ def smollm2_rows(rounds: int = 3) -> list[Row]:
     times = interleaved_steps(trainers, rounds, warmup_steps=0, skip=1)
     ratio = [t / b for t, b in zip(times["on"], times["trl"], strict=True)]
     trl = summary(times["trl"])
-    note = (f"TRL step {trl.fmt('s')}; {rounds} rounds of 3 steps each, the first dropped (the median of 2 steps "
-            "per round); 2 prompts x 8 completions of <= 32 tokens, the arithmetic task")
+    note = (f"TRL step {trl.fmt('s')}; {rounds} rounds of {steps} steps each, the first dropped; 2 prompts x 8 "
+            "completions of <= 32 tokens, the arithmetic task")
     rows = [stat_row(BENCH, "smollm2-135m: ours grpo, logging on / TRL GRPOTrainer", summary(ratio),
                      target="<= 1.05", limit=1.05, note=note)]
     wall = sum(trainers["on"].clock.walls)
     for layer, secs in sorted(seconds.items(), key=lambda kv: -kv[1]):
         rows.append(Row(BENCH, f"smollm2-135m, ours logging on: share of train() time in {layer}",
-                        f"{100 * secs / wall:.1f} %", n=rounds, note=f"{1e3 * secs / (3 * rounds):.1f} ms per step"))
+                        f"{100 * secs / wall:.1f} %", n=rounds, note=f"{1e3 * secs / (steps * rounds):.1f} ms per step"))
     tracker.finish()
     return rows
 
