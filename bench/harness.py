@@ -27,16 +27,20 @@ class StepClock(TrainerCallback):
 
     An interval covers a whole loop iteration: generation, scoring, the update, and every
     callback and log write in between. ``last(skip)`` gives the step times of the latest
-    ``train()`` call without its first ``skip`` steps.
+    ``train()`` call without its first ``skip`` steps; ``inner(skip)`` the same steps' seconds inside
+    ``Trainer.training_step`` (generation, scoring with every method hook, loss, backward), which
+    :func:`build_trainer` times.
     """
 
     def __init__(self) -> None:
         self.runs: list[list[float]] = []
+        self.inner_runs: list[list[float]] = []
         self.walls: list[float] = []  # seconds from train begin to train end, per train() call
         self._begin = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.runs.append([])
+        self.inner_runs.append([])
         self._begin = time.perf_counter()
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -50,6 +54,19 @@ class StepClock(TrainerCallback):
     def last(self, skip: int = 1) -> list[float]:
         stamps = self.runs[-1]
         return [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=False)][skip:]
+
+    def inner(self, skip: int = 1) -> list[float]:
+        return self.inner_runs[-1][skip:]
+
+    def timed_training_step(self, training_step):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return training_step(*args, **kwargs)
+            finally:
+                self.inner_runs[-1].append(time.perf_counter() - start)
+
+        return timed
 
 
 @contextlib.contextmanager
@@ -92,6 +109,7 @@ def build_trainer(cfg, tracker, plain: bool = False):
         trainer.remove_callback(callback)
     trainer.clock = StepClock()
     trainer.add_callback(trainer.clock)
+    trainer.training_step = trainer.clock.timed_training_step(trainer.training_step)
     return trainer
 
 

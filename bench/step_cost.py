@@ -1,6 +1,7 @@
 """Benchmark 2: step time of each method relative to GRPO, same seed, batch and settings.
 
-Each method's trainer is built once (as ``workbench run`` builds it, tracker: ``NullTracker``),
+Each method's trainer is built once (as ``workbench run`` builds it, tracker: ``NullTracker``, the
+policy held still: see ``HOLD``),
 then all trainers run ``K`` steps each, round after round, in rotating order; a round's step
 time is the median of its steps after the first (warm-up). Ratios pair the methods of one round.
 
@@ -26,11 +27,18 @@ from bench.timing import set_threads, summary
 
 BENCH = "2 step cost"
 METHODS = ("grpo", "entropy", "evol_rl", "g2rl")
+# The policy is held still, so every method generates the same completions at the same step: a learning
+# rate far below float32's resolution of the weights (an Adam step moves a weight by about lr). Otherwise a
+# method's step time also carries what it taught the policy (completions that stop later cost more
+# decoding steps): measured 1.29 for g2rl / grpo and 1.17 for entropy / grpo, which adds no work, in one run.
+HOLD = "training.learning_rate=1e-12"
 
 
 def interleaved_steps(trainers: dict, rounds: int, warmup_steps: int = 2, after_warmup=None,
-                      skip: int = 0) -> dict[str, list[float]]:
+                      skip: int = 0, inner: bool = False) -> dict[str, list[float]]:
     """Per round and trainer: the median step time of one ``train()`` call, rotating the order.
+
+    ``inner``: the median time inside ``training_step`` instead of the whole step interval.
 
     An untimed round of ``warmup_steps`` steps per trainer comes first (lazy loads, allocator);
     then ``after_warmup()`` is called, if given. ``skip`` drops the first steps of every call.
@@ -50,6 +58,8 @@ def interleaved_steps(trainers: dict, rounds: int, warmup_steps: int = 2, after_
             trainer = trainers[name]
             trainer.train()
             out[name].append(statistics.median(trainer.clock.last(skip)))
+            if inner:
+                out.setdefault(f"{name} inner", []).append(statistics.median(trainer.clock.inner(skip)))
     return out
 
 
@@ -64,6 +74,11 @@ def method_rows(label: str, times: dict[str, list[float]], note: str = "") -> li
                              limit=1.05 if is_g2rl else None, note="; ".join(x for x in (extra, note) if x)))
     ratio = [e / g for e, g in zip(times["evol_rl"], times["g2rl"], strict=True)]
     rows.append(stat_row(BENCH, f"{label}: evol_rl / g2rl (price of an external encoder)", summary(ratio), note=note))
+    if "g2rl inner" in times:
+        ratio = [t / b for t, b in zip(times["g2rl inner"], times["grpo inner"], strict=True)]
+        rows.append(stat_row(BENCH, f"{label}: g2rl / grpo, time inside training_step only", summary(ratio),
+                             note="generation, scoring with every method hook, loss and backward; without the "
+                                  "optimizer step, callbacks and the loop between steps"))
     return rows
 
 
@@ -75,16 +90,16 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     steps, rounds = (6, 2) if quick else (8, 4)
     # Tiny preset, the embedded default: 8 prompts x 8 completions of <= 8 tokens.
     for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.every=0"])]:
-        trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", *logging),
+        trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", HOLD, *logging),
                                      NullTracker()) for m in METHODS}
-        rows += method_rows(label, interleaved_steps(trainers, rounds),
+        rows += method_rows(label, interleaved_steps(trainers, rounds, inner=True),
                             note=f"{rounds} rounds x {steps} steps after a warm-up round")
         del trainers
     if smollm2:
         # 2 prompts x 8 completions (the preset's batch) of <= 32 tokens (the preset has 64: halved for time);
         # 3 steps per method, the first dropped, one round. The arithmetic task keeps it self-contained (no
         # data files); SmolLM2's rewards on it are mostly 0, which changes no cost.
-        overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", "training.steps=3",
+        overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", "training.steps=3", HOLD,
                      "training.max_completion_length=32", "features.every=0", "training.cpu_threads=1"]
         trainers = {m: build_trainer(config(m, *overrides), NullTracker()) for m in METHODS}
         rounds_s = 1
