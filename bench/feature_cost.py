@@ -5,7 +5,7 @@ architecture and vocabulary, and SmolLM2-135M's (V 49152, d 576, 30 layers). Bat
 32 random tokens and completions of C random tokens, all completion tokens counted (the
 pooling's worst case).
 
-- **Sampling route** (default): :class:`~trainers.features.PhiAccumulator` rides on
+- **Sampling route** (default): :class:`~trainers.accumulator.PhiAccumulator` rides on
   ``model.generate`` (sampling, temperature 1, top-k off, C new tokens). Its per-step softmax and
   sum are timed inside the very ``generate`` call they ride on, and the final closed form
   (:meth:`PhiAccumulator.phi`) right after; the ratio is (accumulator + closed form) /
@@ -30,7 +30,8 @@ import torch
 
 from bench.results import Row, append, stat_row
 from bench.timing import interleave, set_threads, summary
-from trainers.features import PhiAccumulator, phi_from_logits, phi_per_token
+from trainers.accumulator import PhiAccumulator
+from trainers.features import phi_from_logits, phi_per_token
 
 BENCH = "1 feature cost"
 PROMPT_LEN = 32

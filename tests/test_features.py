@@ -7,17 +7,14 @@ import pytest
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+from trainers.accumulator import PhiAccumulator, check_sampling_config, extra_logits_processors, sampling_config_problems
 from trainers.features import (
     EPS,
-    PhiAccumulator,
-    check_sampling_config,
-    extra_logits_processors,
     pad_batch,
     phi_forward,
     phi_from_logits,
     phi_from_prob_sums,
     phi_per_token,
-    sampling_config_problems,
     token_counts,
 )
 

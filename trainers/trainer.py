@@ -4,7 +4,7 @@
 nothing else (loss, clipping, KL, optimisation are TRL's own):
 
 - ``_generate_single_turn``: with ``g2rl.route: sampling`` a
-  :class:`~trainers.features.PhiAccumulator` rides along transformers'
+  :class:`~trainers.accumulator.PhiAccumulator` rides along transformers'
   ``generate`` and sums the sampling distributions, so Phi costs no forward pass.
 - ``_generate``: keeps the local prompt/completion ids and computes Phi
   (sampling route: from the accumulator; forward route: one no-grad forward).
@@ -28,7 +28,8 @@ import torch
 from accelerate.utils import gather, gather_object
 from trl import GRPOTrainer
 
-from trainers.features import PhiAccumulator, extra_logits_processors, pad_batch, phi_forward
+from trainers.accumulator import PhiAccumulator, extra_logits_processors
+from trainers.features import pad_batch, phi_forward
 from trainers.method import Method, Shaped, StepBatch
 
 
