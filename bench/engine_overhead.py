@@ -27,7 +27,7 @@ import os
 import time
 from collections import defaultdict
 
-from bench.harness import SCRATCH, build_trainer, config
+from bench.harness import SCRATCH, SMOLLM2, build_trainer, config
 from bench.results import Row, append, stat_row
 from bench.step_cost import interleaved_steps
 from bench.timing import set_threads, summary
@@ -125,8 +125,7 @@ def smollm2_rows(rounds: int = 3) -> list[Row]:
     from workbench.train import start_tracker
 
     steps = 2
-    overrides = ["model.preset=smollm2-135m", "task.name=arithmetic", f"training.steps={steps}",
-                 "training.max_completion_length=32", "training.cpu_threads=1"]
+    overrides = [*SMOLLM2, f"training.steps={steps}"]
     on = config("grpo", *overrides)
     tracker = start_tracker(on)
     trainers = {"trl": build_trainer(config("grpo", *overrides, "features.every=0"), NullTracker(), plain=True),

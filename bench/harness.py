@@ -113,6 +113,11 @@ def build_trainer(cfg, tracker, plain: bool = False):
     return trainer
 
 
+# smollm2-135m as the step benchmarks run it: 2 prompts x 8 completions (the preset's batch) of <= 32 tokens
+# (the preset has 64: halved for time), on the arithmetic task (self-contained: no data files).
+SMOLLM2 = ("model.preset=smollm2-135m", "task.name=arithmetic", "training.max_completion_length=32",
+           "training.cpu_threads=1")
+
 SCRATCH = tempfile.mkdtemp(prefix="g2rl-bench-")  # trainer output folders and throwaway tracking stores
 atexit.register(shutil.rmtree, SCRATCH, True)
 
