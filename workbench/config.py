@@ -25,22 +25,26 @@ class _Section(BaseModel):
 
 
 class ModelConfig(_Section):
-    preset: str = Field("tiny", description="Model preset (tiny, smollm2-135m, qwen3-1.7b-base, qwen3-4b-base) or 'path'.")
+    preset: str = Field("tiny", description="Model preset (tiny, tiny-arithmetic, smollm2-135m, qwen3-1.7b-base, qwen3-4b-base) or 'path'.")
     name_or_path: str | None = Field(None, description="A Hugging Face id or local folder; required when preset is 'path'.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
     cache_dir: str | None = Field(None, description="Where built/converted models are cached (default ~/.cache/g2rl-workbench).")
-    warmstart_steps: int = Field(1500, ge=0, description="Supervised warm-start steps of the tiny preset.")
+    warmstart_steps: int = Field(1000, ge=0, description="Supervised warm-start steps of the tiny presets.")
 
 
 class TaskConfig(_Section):
-    name: str = Field("arithmetic", description="Training task (arithmetic, math, gsm8k, gpqa).")
+    name: str = Field("countdown", description="Training task (countdown, arithmetic, math, gsm8k, gpqa).")
     path: str | None = Field(None, description="Training data file for file tasks (json, jsonl or parquet).")
     test_path: str | None = Field(None, description="Held-out data file for file tasks.")
     digits: int = Field(3, ge=1, le=12, description="Arithmetic: digits per operand.")
     operations: list[str] = Field(default_factory=lambda: ["+"], description="Arithmetic: operations among + - *.")
-    num_train: int = Field(5000, ge=1, description="Arithmetic: training problems generated.")
-    num_test: int = Field(200, ge=1, description="Arithmetic: held-out problems generated.")
+    num_train: int = Field(5000, ge=1, description="Synthetic tasks: training problems generated.")
+    num_test: int = Field(200, ge=1, description="Synthetic tasks: held-out problems generated.")
     data_seed: int = Field(1234, description="Seed of the synthetic data (independent of the run seed).")
+    count: int = Field(4, ge=3, le=5, description="Countdown: numbers per problem.")
+    max_number: int = Field(10, ge=2, description="Countdown: numbers are drawn from 1..max_number.")
+    min_target: int = Field(10, ge=0, description="Countdown: smallest target.")
+    max_target: int = Field(50, ge=1, description="Countdown: largest target.")
     max_problems: int | None = Field(None, ge=1, description="Cap on problems read per split.")
     answer_timeout_s: float = Field(5.0, gt=0, description="Time limit of one symbolic answer check.")
     system_prompt: str | None = Field(None, description="Override the task's system prompt.")

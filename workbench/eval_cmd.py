@@ -88,19 +88,16 @@ def load_suite(benchmarks: list[tuple[str, str | None]], data_dir: str | None, m
 def evaluate(model, tokenizer, loaded, *, n: int, temperature: float, max_new_tokens: int, seed: int, batch: int):
     """The per-sample frame of every (name, task, problems) benchmark, with a progress bar per benchmark."""
     import pandas as pd
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from workbench.evaluation import sample_problems
+    from workbench.progress import progress
 
     frames = []
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as progress:
-        for name, task, problems in loaded:
-            bar = progress.add_task(f"{name} (n={n})", total=len(problems))
+    for name, task, problems in loaded:
+        with progress(f"{name} (n={n})", len(problems)) as bar:
             frames.append(sample_problems(
                 model, tokenizer, task, problems, n=n, temperature=temperature, max_new_tokens=max_new_tokens,
-                benchmark=name, step=0, prompts_per_batch=batch, seed=seed,
-                progress=lambda k, bar=bar: progress.advance(bar, k),
+                benchmark=name, step=0, prompts_per_batch=batch, seed=seed, progress=bar.advance,
             ))
     return pd.concat(frames, ignore_index=True)
 

@@ -129,20 +129,18 @@ class EvalCallback:
             self.evaluate(model, state.global_step)
 
     def evaluate(self, model, step: int) -> dict[str, float]:
-        from rich.progress import Progress
-
+        from workbench.progress import progress
         from workbench.recording import eval_path
 
         e = self.cfg.eval
         frames = []
-        with Progress(transient=True) as bar:
-            job = bar.add_task(f"evaluating at step {step}", total=sum(len(p) for _, _, p in self.suite))
+        with progress(f"evaluating at step {step}", sum(len(p) for _, _, p in self.suite), transient=True) as bar:
             for name, task, problems in self.suite:
                 frames.append(sample_problems(
                     model, self.tokenizer, task, problems, n=e.n, temperature=e.temperature,
                     max_new_tokens=e.max_new_tokens or self.cfg.training.max_completion_length,
                     benchmark=name, step=step, seed=self.cfg.seed + step,
-                    progress=lambda k: bar.advance(job, k),
+                    progress=bar.advance,
                 ))
         frame = pd.concat(frames, ignore_index=True)
         metrics = score(frame)

@@ -48,14 +48,26 @@ def _smollm2(cfg: WorkbenchConfig) -> str:
 
 PAPER_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
+# Matrices this small run several times faster on one thread than on two.
 PRESETS.add(
     "tiny",
     Preset(
         "tiny",
-        "~0.7M-parameter Llama built in code, warm-started on arithmetic (CPU).",
+        "~0.7M-parameter Llama built in code, warm-started on countdown (CPU): the embedded default.",
         _tiny,
-        # Matrices this small run several times faster on one thread than on two.
-        defaults={"training": {"cpu_threads": 1}},
+        # eval.n = 32 so that pass@32 is defined; a countdown derivation is at most ~50 characters.
+        defaults={"task": {"name": "countdown"}, "training": {"cpu_threads": 1, "max_completion_length": 64},
+                  "eval": {"n": 32}},
+    ),
+)
+PRESETS.add(
+    "tiny-arithmetic",
+    Preset(
+        "tiny-arithmetic",
+        "The same tiny Llama warm-started on 3-digit addition: one-step answers of 3-4 characters (CPU).",
+        _tiny,
+        defaults={"task": {"name": "arithmetic"}, "training": {"cpu_threads": 1, "max_completion_length": 8},
+                  "eval": {"n": 8}},
     ),
 )
 PRESETS.add(

@@ -1,8 +1,9 @@
 """Tasks: datasets of problems and the verifiers of their answers (DESIGN 2, 5).
 
-``build_task(cfg)`` builds the registered task ``cfg.name``: ``arithmetic``
-(synthetic, seeded), ``math`` (\\boxed{} answers checked by math-verify under a
-time limit), ``gsm8k`` (numeric answers) or ``gpqa`` (letters A-D).
+``build_task(cfg)`` builds the registered task ``cfg.name``: ``countdown``
+(synthetic, seeded, several steps per solution), ``arithmetic`` (synthetic, one
+step), ``math`` (\\boxed{} answers checked by math-verify under a time limit),
+``gsm8k`` (numeric answers) or ``gpqa`` (letters A-D).
 ``load_benchmark(name, ...)`` loads a named evaluation benchmark.
 """
 
@@ -10,7 +11,7 @@ from workbench.tasks.base import SPLITS, TASKS, Problem, Task, TaskOptions, Verd
 from workbench.tasks.benchmarks import BENCHMARKS, Benchmark, benchmark_task, load_benchmark
 
 # Imported for their @register_task side effect.
-from workbench.tasks import arithmetic, gpqa, gsm8k, math_task  # noqa: E402, F401  isort: skip
+from workbench.tasks import arithmetic, countdown, gpqa, gsm8k, math_task  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "BENCHMARKS",

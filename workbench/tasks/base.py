@@ -53,9 +53,13 @@ class TaskOptions:
     test_path: str | None = None  # file tasks: the test split's file
     digits: int = 3  # arithmetic: operands have up to this many digits
     operations: tuple[str, ...] = ("+",)  # arithmetic: a subset of + - *
-    num_train: int = 5000  # arithmetic: train split size
-    num_test: int = 200  # arithmetic: test split size
-    data_seed: int = 1234  # arithmetic: generation seed
+    num_train: int = 5000  # synthetic tasks: train split size
+    num_test: int = 200  # synthetic tasks: test split size
+    data_seed: int = 1234  # synthetic tasks: generation seed
+    count: int = 4  # countdown: numbers per problem
+    max_number: int = 10  # countdown: numbers are drawn from 1..max_number
+    min_target: int = 10  # countdown: smallest target
+    max_target: int = 50  # countdown: largest target
     max_problems: int | None = None  # cap on problems per split (None: no cap)
     answer_timeout_s: float | None = 5.0  # time limit per answer check (None or <= 0: none)
     system_prompt: str | None = None  # None: the file's system message, else the task default

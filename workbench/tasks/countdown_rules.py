@@ -1,0 +1,143 @@
+"""Countdown's rules: check a written derivation, and enumerate every solution.
+
+A derivation is one step per line, ``a op b = c``, with ``op`` one of ``+ - * /``
+and non-negative integers. A step's operands come from a pool that starts as the
+given numbers; a step takes its two operands out of the pool and puts its result
+in, so a later step can build on it. Each given number is thus used at most once,
+and so is each intermediate result: using a result twice (``3 + 4 = 7`` then
+``7 * 7 = 49``) would use the given 3 and 4 twice. Not every number need be used.
+The derivation solves the problem when its last result equals the target.
+
+:func:`check_derivation` refuses, each as wrong with its reason:
+
+- output longer than :data:`MAX_CHARS` characters, or more steps than a pool of
+  ``len(numbers)`` can feed (``len(numbers) - 1``);
+- a line that is not ``a op b = c`` (blank lines are skipped);
+- an operand not in the pool;
+- a wrong result, division by zero, division with a remainder, and a negative
+  result (``3 - 7 = -4`` is malformed: results are non-negative).
+
+:func:`solutions` enumerates every derivation by exhaustive search and returns
+the distinct solutions, each as a canonical expression: the expression tree of
+the final result with the operands of ``+`` and ``*`` flattened and sorted, so two
+derivations are the same solution when they differ only in the order of
+operands, of associative operations or of independent steps. Steps whose result
+the final expression does not use do not make a solution distinct.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+MAX_CHARS = 400  # longer output is refused unread
+STEP_RE = re.compile(r"(\d{1,9}) *([+\-*/]) *(\d{1,9}) *= *(\d{1,12})")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check_derivation` found."""
+
+    value: int | None  # the last result of a legal derivation; None when refused
+    steps: int  # legal steps read before the end or the refusal
+    reason: str | None = None  # why it was refused (None: legal)
+
+
+def apply(a: int, op: str, b: int) -> int | None:
+    """``a op b`` under the rules, or None when the step is not allowed."""
+    if op == "+":
+        return a + b
+    if op == "*":
+        return a * b
+    if op == "-":
+        return a - b if a >= b else None
+    if op == "/":
+        return a // b if b != 0 and a % b == 0 else None
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def check_derivation(text: str, numbers: tuple[int, ...]) -> Checked:
+    """Whether ``text`` is a legal derivation from ``numbers``, and its last result."""
+    if len(text) > MAX_CHARS:
+        return Checked(None, 0, f"output longer than {MAX_CHARS} characters")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return Checked(None, 0, "no steps")
+    if len(lines) > len(numbers) - 1:
+        return Checked(None, 0, f"{len(lines)} steps, but {len(numbers)} numbers allow at most {len(numbers) - 1}")
+    pool = Counter(numbers)
+    value = None
+    for i, line in enumerate(lines):
+        match = STEP_RE.fullmatch(line)
+        if match is None:
+            return Checked(None, i, f"line {i + 1} is not 'a op b = c': {line[:40]!r}")
+        a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+        pool[a] -= 1
+        pool[b] -= 1
+        if pool[a] < 0 or pool[b] < 0:
+            return Checked(None, i, f"line {i + 1} uses a number that is not available: {line!r}")
+        result = apply(a, op, b)
+        if result is None:
+            why = "division by zero" if op == "/" and b == 0 else (
+                "division with a remainder" if op == "/" else "a negative result")
+            return Checked(None, i, f"line {i + 1}: {why}: {line!r}")
+        if result != c:
+            return Checked(None, i, f"line {i + 1}: {a} {op} {b} is {result}, not {c}")
+        pool[c] += 1
+        value = c
+    return Checked(value, len(lines))
+
+
+# -- exhaustive search --------------------------------------------------------------------------
+def _combine(op: str, x: tuple, y: tuple) -> tuple:
+    """Canonical expression of ``x op y``: + and * flattened into sorted operand tuples."""
+    if op in "+*":
+        parts = []
+        for e in (x, y):
+            parts.extend(e[1] if isinstance(e, tuple) and e[0] == op else (e,))
+        return (op, tuple(sorted(parts, key=repr)))
+    return (op, (x, y))
+
+
+def derivations(numbers: tuple[int, ...]):
+    """Every legal derivation: yields (steps, value, expression) after each step taken.
+
+    ``steps`` is a tuple of (a, op, b, c); ``expression`` is the canonical
+    expression of the step's result ``value``.
+    """
+    pool = [(n, n) for n in numbers]  # (value, canonical expression)
+
+    def walk(pool: list[tuple[int, tuple | int]], steps: tuple):
+        for i in range(len(pool)):
+            for j in range(len(pool)):
+                if i == j:
+                    continue
+                (a, ea), (b, eb) = pool[i], pool[j]
+                for op in "+-*/":
+                    if op in "+*" and i > j:  # commutative: take each pair once
+                        continue
+                    c = apply(a, op, b)
+                    if c is None:
+                        continue
+                    expr = _combine(op, ea, eb)
+                    rest = [p for k, p in enumerate(pool) if k not in (i, j)] + [(c, expr)]
+                    taken = (*steps, (a, op, b, c))
+                    yield taken, c, expr
+                    yield from walk(rest, taken)
+
+    yield from walk(pool, ())
+
+
+def solutions(numbers: tuple[int, ...], target: int) -> dict[tuple, tuple]:
+    """The distinct solutions: canonical expression -> the shortest derivation reaching it."""
+    found: dict[tuple, tuple] = {}
+    for steps, value, expr in derivations(numbers):
+        if value == target and (expr not in found or len(steps) < len(found[expr])):
+            found[expr] = steps
+    return found
+
+
+def format_steps(steps: tuple) -> str:
+    """``((3, '+', 4, 7), ...)`` -> ``"3 + 4 = 7\\n..."``: the written form the verifier reads."""
+    return "".join(f"{a} {op} {b} = {c}\n" for a, op, b, c in steps)
