@@ -94,7 +94,7 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
 
 def _supervised(model, tok, draw, steps: int, description: str) -> None:
     """Next-token loss on the target tokens (and EOS) of pairs from ``draw()``."""
-    torch.set_num_threads(1)  # small matrices: one thread is as fast as two on 2 cores, and leaves one free
+    torch.set_num_threads(min(2, os.cpu_count() or 1))  # measured at this size: 0.18 s a step on 2 threads, 0.29 on 1
     opt = torch.optim.AdamW(model.parameters(), lr=WARMSTART["learning_rate"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=WARMSTART["learning_rate"], total_steps=max(steps, 1))
 
