@@ -71,6 +71,13 @@ def test_bad_cell_flags_are_refused_before_anything_runs(store, capsys, extra, n
     assert not Path(store.removeprefix("sqlite:///")).exists()  # refused before the store was opened
 
 
+def test_a_sweep_under_a_multi_process_launcher_is_refused(store, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert main([*GRID, "--cell", "0"]) == 2
+    assert "one of 8 (torchrun / accelerate launch)" in capsys.readouterr().err
+    assert not Path(store.removeprefix("sqlite:///")).exists()
+
+
 def test_cells_checkpoint_by_default_at_the_sweeps_cadence():
     (cfg,) = cell_configs(["g2rl"], [0], BASE, [], "grid")
     assert (cfg.training.save_steps, cfg.training.keep_checkpoints) == (2, 2)  # a tenth of 20 steps

@@ -390,6 +390,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench.cli import _restore_sigterm, _sigterm_as_interrupt
     from workbench.tracking import tracking_uri
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not args.list:
+        raise ConfigError(f"workbench sweep trains each cell in one process, but this is one of {world} "
+                          "(torchrun / accelerate launch): every process would record a run of its own. Start "
+                          "sweep cells without a launcher, or train a multi-GPU cell with `accelerate launch -m "
+                          "workbench.cli run` (and `--resume RUN_ID` after a stop)")
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
     layers = config_layers(args)
