@@ -38,7 +38,8 @@ def cuda_report() -> tuple[list[str], str]:
     if bf16:
         x = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16)
         bf16 = bool(torch.isfinite(x @ x).all())
-    lines.append(f"bf16           : {'supported (a bf16 matmul ran)' if bf16 else 'NOT supported: keep training.bf16=false'}")
+    verdict = "supported (a bf16 matmul ran)" if bf16 else "NOT supported: keep training.bf16=false"
+    lines.append(f"bf16           : {verdict}")
     return lines, "cuda"
 
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
                         help="TRL's vLLM generation: auto (on where vllm imports), on, off")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="config override of the checks' runs (repeatable), e.g. --set training.max_completion_length=32")
+                        help="config override of the checks' runs (repeatable), "
+                             "e.g. --set training.max_completion_length=32")
     args = parser.parse_args(argv)
 
     from workbench.config import build_config

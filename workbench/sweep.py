@@ -328,7 +328,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                    help="print the command of every cell, one a line, and run nothing (for a scheduler)")
     p.add_argument("--json", action="store_true", help="with --list: print the cells as JSON")
     p.add_argument("--cell", type=int, metavar="K",
-                   help="run cell K only (0 to cells - 1, in the order --list prints), e.g. --cell $SLURM_ARRAY_TASK_ID")
+                   help="run cell K only (0 to cells - 1, in the order --list prints), "
+                        "e.g. --cell $SLURM_ARRAY_TASK_ID")
     p.set_defaults(func=cmd_sweep)
     return p
 
