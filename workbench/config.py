@@ -80,6 +80,7 @@ class TrainingConfig(_Section):
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
     output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
 
 

