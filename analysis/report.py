@@ -30,7 +30,7 @@ from analysis.loaders import metric_history, runs_table
 
 _EVAL_METRIC = re.compile(r"^metric\.eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
 METHOD_ORDER = ("grpo", "entropy", "evol_rl", "g2rl")
-BENCHMARK_ORDER = ("math500", "amc", "aime24", "aime25", "gpqa_diamond", "gsm8k", "arithmetic", "arithmetic_test")
+BENCHMARK_ORDER = ("math500", "amc", "aime24", "aime25", "gpqa_diamond", "gsm8k", "countdown", "countdown_test", "arithmetic", "arithmetic_test")
 LONG_COLUMNS = ["method", "benchmark", "metric", "k", "mean", "half", "lo", "hi", "n_seeds", "values"]
 _KEYS = ["method", "benchmark", "metric", "k"]
 

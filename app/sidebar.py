@@ -18,7 +18,7 @@ from workbench.tracking import tracking_uri
 
 DEFAULT_EXPERIMENT = "workbench"  # workbench.config.TrackingConfig.experiment's default
 BAND_LABELS = {"min-max": "min to max over seeds", "std": "mean ± 1 std", "ci95": "95 % t-interval"}
-FIRST_RUN = """No runs to show yet. Make a first run (a tiny model on synthetic arithmetic, minutes on a laptop CPU):
+FIRST_RUN = """No runs to show yet. Make a first run (a tiny model on the synthetic countdown task, minutes on a laptop CPU):
 
 ```
 workbench run --method g2rl

@@ -21,6 +21,7 @@ Run as a script to make a store to look at:
 
 from __future__ import annotations
 
+import random
 import sys
 import tempfile
 import time
@@ -33,6 +34,8 @@ import pyarrow.parquet as pq
 
 from analysis.geometry import geometry_metrics, unit_rows
 from analysis.passk import maj_at_k_table, metric_key, pass_at_k_table
+from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
+from workbench.tasks.countdown_rules import format_steps
 
 EXPERIMENT = "workbench"
 METHODS = ("grpo", "entropy", "evol_rl", "g2rl")
@@ -117,8 +120,9 @@ def _step_batch(rng, method: str, step: int, steps: int, groups: int, group_size
     a = ALIGNMENT[method] * (1.0 - 0.3 * progress) if method == "g2rl" else ALIGNMENT[method]
     rows, grads, embs = [], [], []
     for g in range(groups):
-        x, y = rng.integers(100, 999, size=2)
-        truth = str(x + y)
+        numbers = tuple(int(v) for v in rng.integers(1, 11, size=4))
+        solution = random_steps(numbers, 3, random.Random(int(rng.integers(1 << 30))))
+        truth = str(solution[-1][3])
         difficulty = rng.normal(0, 1.2)
         p = _sigmoid(-0.6 + 2.2 * progress + SKILL[method] - difficulty)
         shared = rng.standard_normal(GRAD_DIM)
@@ -127,14 +131,15 @@ def _step_batch(rng, method: str, step: int, steps: int, groups: int, group_size
         topic /= np.linalg.norm(topic)
         for s in range(group_size):
             ok = bool(rng.random() < p)
-            answer = truth if ok else (None if rng.random() < 0.15 else str(x + y + int(rng.choice([-10, -1, 1, 10]))))
-            text = f"{x} + {y}: carry the ones, then the tens ... = {answer if answer is not None else '?'}"
+            steps = solution if ok else random_steps(numbers, 2, random.Random(int(rng.integers(1 << 30))))
+            answer = truth if ok else (None if rng.random() < 0.15 else str(steps[-1][3]))
+            text = format_steps(steps) if answer is not None else format_steps(steps).replace("=", "?", 1)
             grads.append((a * shared + rng.standard_normal(GRAD_DIM) / np.sqrt(GRAD_DIM)) * rng.uniform(0.5, 2.0))
             e = 1.7 * topic + rng.standard_normal(EMB_DIM) / np.sqrt(EMB_DIM)
             embs.append(e / np.linalg.norm(e))
             rows.append({
                 "step": step, "group": g, "sample": s, "prompt_id": f"train-{(step * 97 + g) % 500:04d}",
-                "prompt": f"What is {x} + {y}?", "completion": text, "answer": answer,
+                "prompt": prompt_of(Puzzle(numbers, int(truth))), "completion": text, "answer": answer,
                 "correct": ok and answer is not None, "num_tokens": int(rng.integers(12, 48)),
             })
     frame = pd.DataFrame(rows)
@@ -217,7 +222,7 @@ def _eval_metrics(frame: pd.DataFrame) -> dict[str, float]:
 def _params(method: str, seed: int, dumps: bool) -> dict[str, str]:
     return {
         "method": method, "seed": seed, "model.preset": "tiny", "model.dtype": "float32",
-        "task.name": "arithmetic", "training.learning_rate": 5e-5, "training.num_generations": 8,
+        "task.name": "countdown", "training.learning_rate": 5e-5, "training.num_generations": 8,
         "training.beta": 0.001, "training.temperature": 1.0, "training.max_steps": 20,
         "entropy.coef": 0.01 if method == "entropy" else 0.0, "evol_rl.labels": "verifier",
         "g2rl.lam": 1.0, "g2rl.scaler": "paper_text", "g2rl.route": "sampling",
@@ -270,7 +275,7 @@ def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eva
     from mlflow.entities import Metric, Param
 
     dumps = (method, seed) != NO_DUMPS
-    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "arithmetic", "workbench_version": "0.1.0"}
+    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0"}
     run_id = client.create_run(exp_id, run_name=f"{method}-{seed}", tags=tags).info.run_id
     params = [Param(k, str(v)) for k, v in _params(method, seed, dumps).items()]
     client.log_batch(run_id, params=params)

@@ -9,7 +9,10 @@ from workbench.config import ConfigError, build_config, flatten, load_yaml, pars
 
 def test_defaults_validate():
     cfg = build_config([])
-    assert cfg.method == "grpo" and cfg.model.preset == "tiny" and cfg.task.name == "arithmetic"
+    assert cfg.method == "grpo" and cfg.model.preset == "tiny" and cfg.task.name == "countdown"
+    assert (cfg.training.max_completion_length, cfg.eval.n) == (64, 32)  # the tiny preset's countdown settings
+    arithmetic = build_config([], ["model.preset=tiny-arithmetic"])
+    assert (arithmetic.task.name, arithmetic.training.max_completion_length) == ("arithmetic", 8)
 
 
 def test_override_sets_nested_field():

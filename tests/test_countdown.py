@@ -108,8 +108,9 @@ def test_a_hand_counted_case():
 def test_solution_counts_match_an_independent_brute_force(numbers, target):
     found = solutions(numbers, target)
     assert set(found) == _brute_force(numbers, target)
-    for steps in found.values():  # each solution's derivation is legal and reaches the target
-        assert check_derivation(format_steps(steps), numbers).value == target
+    for expression, steps in found.items():  # each solution's derivation is legal, reaches the target, reads back
+        checked = check_derivation(format_steps(steps), numbers)
+        assert (checked.value, checked.expression) == (target, expression)
 
 
 # --------------------------------------------------------------------------- the generator

@@ -42,13 +42,13 @@ def run_in_thread(fn, *args):
 
 
 def test_registries_list_the_tasks_and_benchmarks():
-    assert TASKS.names() == ["arithmetic", "gpqa", "gsm8k", "math"]
-    assert set(BENCHMARKS.names()) == {"math500", "aime24", "aime25", "amc", "gpqa_diamond", "gsm8k", "arithmetic"}
-    assert [build_task(cfg(name=n)).chat for n in ("arithmetic", "math", "gsm8k", "gpqa")] == [False, True, True, True]
+    assert TASKS.names() == ["arithmetic", "countdown", "gpqa", "gsm8k", "math"]
+    assert set(BENCHMARKS.names()) == {"math500", "aime24", "aime25", "amc", "gpqa_diamond", "gsm8k", "countdown", "arithmetic"}
+    assert [build_task(cfg(name=n)).chat for n in ("arithmetic", "countdown", "math", "gsm8k", "gpqa")] == [False, False, True, True, True]
 
 
 def test_unknown_task_lists_the_valid_names():
-    with pytest.raises(UnknownNameError, match="unknown task 'mathh'; valid tasks: arithmetic, gpqa, gsm8k, math"):
+    with pytest.raises(UnknownNameError, match="unknown task 'mathh'; valid tasks: arithmetic, countdown, gpqa, gsm8k, math"):
         build_task(cfg(name="mathh"))
     with pytest.raises(UnknownNameError, match="valid benchmarks: aime24, aime25, amc"):
         load_benchmark("aime23", data_dir=".")

@@ -21,7 +21,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="grpo, entropy, evol_rl, g2rl, or 'package.module:Class' (default grpo)")
     p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: arithmetic (default), math, gsm8k, gpqa")
+    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--seed", type=int, help="run seed")

@@ -128,7 +128,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="a preset (tiny, smollm2-135m, ...), a saved model/checkpoint folder, or a Hugging Face id")
     p.add_argument("--benchmarks", default="gsm8k",
-                   help="comma-separated: math500, amc, aime24, aime25, gpqa_diamond, gsm8k, arithmetic; "
+                   help="comma-separated: math500, amc, aime24, aime25, gpqa_diamond, gsm8k, countdown, arithmetic; "
                         "NAME=FILE reads that file (default gsm8k)")
     p.add_argument("--data-dir", help="folder holding benchmark files (benchmarks/math500.json, gsm8k/test.jsonl, ...)")
     p.add_argument("--n", type=int, default=8, help="samples per problem (default 8; paper 16)")

@@ -314,7 +314,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: arithmetic (default), math, gsm8k, gpqa")
+    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps of every cell")
     p.add_argument("--experiment", help="MLflow experiment of the whole grid (default: the config's, 'workbench')")

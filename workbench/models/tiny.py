@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,8 @@ ARCH = {
     "tie_word_embeddings": False,
 }
 WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "seed": 0, "version": 4}
-TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target", "max_target", "num_train", "data_seed"}
+TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target", "max_target", "num_train", "num_test",
+             "data_seed"}  # num_test too: the train split skips the test split's problems
 
 
 def cache_root(cfg: WorkbenchConfig) -> Path:
@@ -61,7 +63,7 @@ def cache_key(cfg: WorkbenchConfig) -> dict:
     return {
         "arch": ARCH,
         "warmstart": WARMSTART,
-        "recipe": recipe.settings if recipe else None,
+        "recipe": dict(recipe.settings) if recipe else None,
         "steps": cfg.model.warmstart_steps,
         "task": cfg.task.model_dump(include=TASK_KEYS),
     }
@@ -89,7 +91,12 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(folder)  # atomic: a half-built model is never seen as cached
+    try:
+        tmp.replace(folder)  # atomic: a half-built model is never seen as cached
+    except OSError:  # another process built it meanwhile (a non-empty folder cannot be replaced): use theirs
+        if not (folder / "config.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _supervised(model, tok, draw, steps: int, description: str) -> None:

@@ -2,8 +2,8 @@
 
 ``load_benchmark("math500", data_dir="data")`` reads ``data/benchmarks/math500.json``
 with the ``math`` task; ``load_benchmark("amc", "my/amc.jsonl")`` reads a given
-file; ``load_benchmark("arithmetic", cfg=task_cfg)`` generates the arithmetic
-test split of that config. No default data folder exists: the caller says where
+file; ``load_benchmark("countdown", cfg=task_cfg)`` generates the countdown
+test split of that config (``arithmetic`` likewise). No default data folder exists: the caller says where
 the files are.
 """
 
@@ -33,6 +33,7 @@ for _benchmark in (
     Benchmark("amc", "math", "benchmarks/amc.json"),
     Benchmark("gpqa_diamond", "gpqa", "benchmarks/gpqa_diamond.json"),
     Benchmark("gsm8k", "gsm8k", "gsm8k/test.jsonl"),
+    Benchmark("countdown", "countdown", None),
     Benchmark("arithmetic", "arithmetic", None),
 ):
     BENCHMARKS.add(_benchmark.name, _benchmark)
@@ -65,7 +66,7 @@ def load_benchmark(
     """The checking task and the problems (file order, at most ``max_problems``) of a benchmark.
 
     A file benchmark reads ``path``, or ``data_dir`` / its default file name; the
-    arithmetic benchmark generates the test split of ``cfg`` (defaults otherwise).
+    synthetic benchmarks generate the test split of ``cfg`` (defaults otherwise).
     """
     benchmark = BENCHMARKS.get(name)
     task = benchmark_task(name, cfg, max_problems=max_problems)

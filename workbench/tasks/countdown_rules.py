@@ -28,7 +28,6 @@ the final expression does not use do not make a solution distinct.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 MAX_CHARS = 400  # longer output is refused unread
@@ -42,6 +41,7 @@ class Checked:
     value: int | None  # the last result of a legal derivation; None when refused
     steps: int  # legal steps read before the end or the refusal
     reason: str | None = None  # why it was refused (None: legal)
+    expression: tuple | int | None = None  # canonical expression of the last result (see solutions())
 
 
 def apply(a: int, op: str, b: int) -> int | None:
@@ -66,16 +66,16 @@ def check_derivation(text: str, numbers: tuple[int, ...]) -> Checked:
         return Checked(None, 0, "no steps")
     if len(lines) > len(numbers) - 1:
         return Checked(None, 0, f"{len(lines)} steps, but {len(numbers)} numbers allow at most {len(numbers) - 1}")
-    pool = Counter(numbers)
-    value = None
+    pool: list[tuple[int, tuple | int]] = [(n, n) for n in numbers]  # (value, canonical expression)
+    value, expr = None, None
     for i, line in enumerate(lines):
         match = STEP_RE.fullmatch(line)
         if match is None:
             return Checked(None, i, f"line {i + 1} is not 'a op b = c': {line[:40]!r}")
         a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
-        pool[a] -= 1
-        pool[b] -= 1
-        if pool[a] < 0 or pool[b] < 0:
+        left = _take(pool, a)
+        right = _take(pool, b)
+        if left is None or right is None:
             return Checked(None, i, f"line {i + 1} uses a number that is not available: {line!r}")
         result = apply(a, op, b)
         if result is None:
@@ -84,9 +84,18 @@ def check_derivation(text: str, numbers: tuple[int, ...]) -> Checked:
             return Checked(None, i, f"line {i + 1}: {why}: {line!r}")
         if result != c:
             return Checked(None, i, f"line {i + 1}: {a} {op} {b} is {result}, not {c}")
-        pool[c] += 1
-        value = c
-    return Checked(value, len(lines))
+        value, expr = c, _combine(op, left, right)
+        pool.append((value, expr))
+    return Checked(value, len(lines), expression=expr)
+
+
+def _take(pool: list[tuple[int, tuple | int]], value: int) -> tuple | int | None:
+    """Remove an entry of ``value`` from the pool (the newest, so a result is used before a given
+    number of the same value) and return its expression; None if there is none."""
+    for k in range(len(pool) - 1, -1, -1):
+        if pool[k][0] == value:
+            return pool.pop(k)[1]
+    return None
 
 
 # -- exhaustive search --------------------------------------------------------------------------
