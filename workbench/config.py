@@ -97,6 +97,9 @@ class G2RLConfig(_Section):
     scaler: Literal["paper_text", "eq12"] = Field("paper_text", description="Which reading of the reward scaler.")
     route: Literal["sampling", "forward"] = Field("sampling", description="Where Phi is computed.")
     clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
+    uniform_groups: Literal["rank", "zero"] = Field(
+        "rank", description="Groups whose base rewards are all equal: 'rank' shapes them by nu_bar (the paper's "
+                            "reading); 'zero' gives them GRPO's zero advantage.")
 
     @model_validator(mode="after")
     def _eq12_keeps_sign(self) -> G2RLConfig:
