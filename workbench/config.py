@@ -80,6 +80,8 @@ class TrainingConfig(_Section):
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    save_final: bool = Field(True, description="Save a checkpoint of the last step, for `workbench probe`, also "
+                             "with save_steps=0 (with save_steps > 0 the Trainer saves the last step anyway).")
     keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
     output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
 

@@ -73,8 +73,9 @@ class CellResult:
 
 def config_hash(cfg: WorkbenchConfig) -> str:
     """Hash of everything that determines a run's result: the resolved config less its ``tracking``
-    section and its checkpoint cadence (``training.save_steps``, ``training.keep_checkpoints``)."""
-    data = cfg.model_dump(mode="json", exclude={"tracking": True, "training": {"save_steps", "keep_checkpoints"}})
+    section and its checkpoint cadence (``training.save_steps``, ``keep_checkpoints``, ``save_final``)."""
+    data = cfg.model_dump(mode="json", exclude={"tracking": True, "training": {"save_steps", "keep_checkpoints",
+                                                                            "save_final"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
