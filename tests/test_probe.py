@@ -125,3 +125,21 @@ def test_bad_input_names_the_value_and_the_fix(trained, store, tmp_path, capsys)
     assert "training.save_final=false" in capsys.readouterr().err
     client = MlflowClient(tracking_uri=store)
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == before  # nothing new
+
+
+def test_sweep_probes_each_finished_cell_once(store, capsys):
+    # One 3-step cell (SMALL); a held-out split of 3 problems keeps the probe's defaults (8 samples, all) small.
+    argv = ["sweep", "--methods", "grpo", "--seeds", "0", "--experiment", "grid", "--probe", "task",
+            *[a for item in [*SMALL, "task.num_test=3"] for a in ("--set", item)]]
+    assert main(argv) == 0
+    client = MlflowClient(tracking_uri=store)
+    grid = client.get_experiment_by_name("grid").experiment_id
+    (cell,) = client.search_runs([grid], filter_string="tags.method = 'grpo' and tags.config_hash != ''")
+    (probe,) = client.search_runs([grid], filter_string="tags.`workbench.kind` = 'probe'")
+    assert probe.data.tags["workbench.probe_of"] == cell.info.run_id
+    assert probe.data.params["n"] == "8" and len(load_dumps(probe.info.run_id, store)) == 3 * 8
+    capsys.readouterr()
+    assert main(argv) == 0  # again: the cell and its probe are skipped
+    assert "probed before" in capsys.readouterr().err
+    assert len(client.search_runs([grid])) == 2
+    assert main(["sweep", "--methods", "grpo", "--probe", "aime25"]) == 2  # checked before any cell trains

@@ -422,3 +422,45 @@ def cmd_probe(args: argparse.Namespace) -> int:
     print(f"probe run {run_id}{of} at step {source.step}, {metrics['perf/probe_s']:.0f} s, at {tracking_uri()}",
           file=sys.stderr)
     return 0
+
+
+def existing_probe(mlflow_client, run_id: str, benchmark: str) -> str | None:
+    """The id of a FINISHED probe of run ``run_id`` on ``benchmark`` (the ``--benchmark`` text), or None."""
+    run = mlflow_client.get_run(run_id)
+    found = mlflow_client.search_runs(
+        [run.info.experiment_id], max_results=1,
+        filter_string=(f"tags.`{KIND_TAG}` = 'probe' and tags.`{PROBE_OF_TAG}` = '{run_id}' and "
+                       f"params.benchmark = '{benchmark}' and attributes.status = 'FINISHED'"))
+    return found[0].info.run_id if found else None
+
+
+def probe_runs(run_ids: list[str], benchmark: str, *, data_dir: str | None = None,
+               console=None) -> list[tuple[str, str, str | None]]:
+    """Probe the last checkpoint of each run once (``workbench sweep --probe``), with the defaults of
+    :func:`probe` (8 samples, every problem); a run that has a FINISHED probe of ``benchmark`` is skipped.
+
+    Returns (run id, "probed" | "skipped" | "failed", probe run id or the error) per run; a failed probe
+    does not stop the others.
+    """
+    from rich.console import Console
+
+    from workbench.tracking import client
+
+    console = console or Console(stderr=True)
+    c = client()
+    out = []
+    for k, run_id in enumerate(run_ids, start=1):
+        done = existing_probe(c, run_id, benchmark)
+        if done is not None:
+            console.print(f"[dim][probe {k}/{len(run_ids)}] run {run_id}: probed before (run {done}), skipped[/dim]")
+            out.append((run_id, "skipped", done))
+            continue
+        try:
+            probe_id, _ = probe(from_run(c, run_id), benchmark=benchmark, data_dir=data_dir)
+        except Exception as err:  # noqa: BLE001  reported, and the next run is probed
+            console.print(f"[red][probe {k}/{len(run_ids)}] run {run_id}: FAILED: {type(err).__name__}: {err}[/red]")
+            out.append((run_id, "failed", f"{type(err).__name__}: {err}"))
+        else:
+            console.print(f"[green][probe {k}/{len(run_ids)}] run {run_id}: probe run {probe_id}[/green]")
+            out.append((run_id, "probed", probe_id))
+    return out
