@@ -72,6 +72,10 @@ class TrainingConfig(_Section):
     max_completion_length: int = Field(8, ge=1, description="Completion tokens per sample.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     num_iterations: int = Field(1, ge=1, description="Policy updates per generation batch (PPO epochs).")
+    steps_per_generation: int | None = Field(
+        None, ge=1, description="TRL's steps_per_generation: micro-batches per generation batch (None: "
+                                "gradient_accumulation_steps, one optimizer step per generation). A multiple k of "
+                                "gradient_accumulation_steps gives k optimizer updates per generation batch.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Learning-rate warmup share of the run.")
     gradient_checkpointing: bool = Field(False, description="Activation checkpointing (slower on CPU).")
@@ -129,6 +133,8 @@ class EvalConfig(_Section):
     data_dir: str | None = Field(None, description="Folder holding benchmark files.")
     max_problems: int | None = Field(64, ge=1, description="Problems per benchmark.")
     max_new_tokens: int | None = Field(None, ge=1, description="Default: training.max_completion_length.")
+    n_per_benchmark: dict[str, int] = Field(default_factory=dict, description="Samples per problem for some "
+                                            "benchmarks, e.g. {gpqa_diamond: 32}; the others take n.")
     initial: bool = Field(True, description="Evaluate before the first step (step 0), the baseline.")
     final: bool = Field(True, description="Evaluate at the end of the run.")
 
