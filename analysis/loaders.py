@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "status", "start_time", "last_step",
+RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "status", "start_time", "last_step",
                "final_reward"]
+KIND_TAG = "workbench.kind"  # "probe" for `workbench probe` runs (DESIGN 10); absent on training and eval runs
+PROBE = "probe"
 
 
 def _client(uri: str):
@@ -32,6 +34,8 @@ def experiments(uri: str) -> list[str]:
 def runs_table(experiment: str, uri: str) -> pd.DataFrame:
     """One row per run of ``experiment``: tags, status, last step and final ``train/reward``.
 
+    ``kind`` is the run's ``workbench.kind`` tag (``probe`` for probes, else empty).
+
     Also carries every param as ``param.<key>`` and the last value of every
     metric as ``metric.<key>``. An unknown experiment gives an empty frame.
     """
@@ -50,6 +54,7 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
             "seed": int(tags["seed"]) if tags.get("seed", "").isdigit() else -1,
             "preset": tags.get("preset", ""),
             "task": tags.get("task", ""),
+            "kind": tags.get(KIND_TAG, ""),
             "status": run.info.status,
             "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
             "last_step": max((m.step for m in history), default=0),
@@ -58,6 +63,12 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
             **{f"metric.{k}": v for k, v in data.metrics.items()},
         })
     return pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
+
+
+def is_probe(runs: pd.DataFrame) -> pd.Series:
+    """True for the rows of a runs table that are probes (``workbench probe``), False for training and eval runs."""
+    kind = runs["kind"] if "kind" in runs else pd.Series("", index=runs.index)
+    return kind.astype(str) == PROBE
 
 
 def metric_history(run_id: str, key: str, uri: str) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from analysis.compare import BAND_KINDS, band_over_seeds
-from analysis.loaders import metric_history, runs_table
+from analysis.loaders import is_probe, metric_history, runs_table
 
 _EVAL_METRIC = re.compile(r"^metric\.eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
 METHOD_ORDER = ("grpo", "entropy", "evol_rl", "g2rl")
@@ -48,7 +48,7 @@ def _finished(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """The finished runs to report, one per (row, seed), newest first wins."""
     if runs.empty:
         return runs
-    runs = runs[runs["method"].astype(str) != ""].copy()
+    runs = runs[(runs["method"].astype(str) != "") & ~is_probe(runs)].copy()  # probes measure geometry, not pass@k
     others = runs[runs["status"] != "FINISHED"]
     if len(others):
         counts = others["status"].value_counts().to_dict()

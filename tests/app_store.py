@@ -342,6 +342,42 @@ def session_store(tmp_path_factory) -> str:
     return done.read_text()
 
 
+def add_probes(uri: str, experiment: str = EXPERIMENT, step: int = 20, problems: int = 4, n: int = 8) -> list[str]:
+    """Probe runs (DESIGN 10), as ``workbench probe`` records them, of every FINISHED run of ``experiment``.
+
+    Each has the tags ``workbench.kind=probe``, ``workbench.probe_of`` and the source's ``method`` and ``seed``,
+    one dump at ``step`` (one group of ``n`` samples per problem; base = shaped reward = the verifier's 1/0,
+    advantage NaN, no method scores) and the ``geometry/*`` metrics of that dump. Returns their run ids.
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    ids = []
+    for k, source in enumerate(client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'")):
+        method, seed = source.data.tags["method"], source.data.tags["seed"]
+        tags = {"workbench.kind": "probe", "workbench.probe_of": source.info.run_id, "method": method, "seed": seed,
+                "preset": "tiny", "task": "task", "workbench_version": "0.1.0"}
+        run_id = client.create_run(exp_id, run_name=f"probe-{method}-{seed}", tags=tags).info.run_id
+        dump, grad, emb = _step_batch(np.random.default_rng(500 + k), method, step, step, problems, n)
+        reward = dump["correct"].astype("float64")
+        dump = dump.assign(base_reward=reward, shaped_reward=reward, advantage=np.nan,
+                           nu=pd.array([None] * len(dump), dtype="Float64"),
+                           nu_bar=pd.array([None] * len(dump), dtype="Float64"),
+                           novelty=pd.array([None] * len(dump), dtype="Float64"))
+        metrics = geometry_metrics(grad, emb, dump["group"].to_numpy(), dump["correct"].to_numpy(dtype=bool))
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, value, now, step) for key, value in metrics.items()],
+                         params=[Param("n", str(n)), Param("features.tau", "0.1")])
+        with tempfile.TemporaryDirectory() as tmp:
+            _log_parquet(client, run_id, dump, Path(tmp) / "features" / f"step_{step:06d}.parquet",
+                         schema=DUMP_SCHEMA)
+        client.set_terminated(run_id, status="FINISHED")
+        ids.append(run_id)
+    return ids
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "test-output/store")
     t0 = time.perf_counter()

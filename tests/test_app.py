@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_store import CORRUPT, NO_DUMPS, session_store
+from app_store import CORRUPT, NO_DUMPS, add_probes, build_store, session_store
 
 from analysis import compare, loaders
 from analysis.passk import mean_ci_over_seeds
@@ -204,6 +204,38 @@ def test_group_map_follows_the_chosen_run_step_and_group(app, store_uri):
     grad_map = chart(at, "gradient features (PCA of unit vectors)")
     assert sum(len(values(t["x"])) for t in grad_map["data"]) == 8  # the group's eight completions
     assert any("What is" in c.value for c in at.caption)
+
+
+@pytest.fixture(scope="module")
+def probe_store(tmp_path_factory) -> str:
+    """A small store of its own: grpo and g2rl, two seeds, 4 steps, and a probe of each finished run."""
+    uri = build_store(tmp_path_factory.mktemp("probe-store"), methods=("grpo", "g2rl"), steps=4, eval_steps=(4,),
+                      problems=4, scratch=False)
+    add_probes(uri, step=4)
+    return uri
+
+
+def test_geometry_shows_probes_or_training_rollouts(probe_store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", probe_store)
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "app_pages/geometry.py")
+    assert at.radio(key="geometry_source").value == "training"
+    training = at.dataframe[0].value
+    at.radio(key="geometry_source").set_value("probes").run()
+    assert not at.exception
+    assert line_names(chart(at, "Gradient cosines g")) == {"grpo", "g2rl"}  # grouped by method as for training
+    shown = at.dataframe[0].value
+    runs = loaders.runs_table("workbench", probe_store)
+    probes = runs[loaders.is_probe(runs)]
+    assert set(probes["method"]) == {"grpo", "g2rl"} and len(probes) == 3  # g2rl seed 1 was KILLED: not probed
+    for method, part in probes.groupby("method"):  # equal pair counts per probe: the pooled mean is the mean
+        logged = part["metric.geometry/grad_cos_mean"].mean()
+        assert np.isclose(shown.loc[method, "grad_cos_mean"], logged), method
+        assert not np.isclose(shown.loc[method, "grad_cos_mean"], training.loc[method, "grad_cos_mean"]), method
+    at.sidebar.multiselect[0].set_value(probes["run_id"].tolist()).run()
+    at.radio(key="geometry_source").set_value("training").run()
+    assert not at.exception and "Only probes are selected" in texts(at.info)
 
 
 # --------------------------------------------------------------------------- pass@k

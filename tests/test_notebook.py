@@ -65,3 +65,28 @@ def test_notebook_runs_top_to_bottom(store, model_cache, monkeypatch):
     assert "paper_neg_frac" in table and "grpo" in table and "g2rl" in table and "5.9 %" in table, table
     print(table)  # visible with pytest -s: the measured numbers of these 3-step runs
 
+
+
+def test_notebook_shows_probes(tmp_path, monkeypatch):
+    """With SOURCE=probes the notebook reads the probe runs of a synthetic store (tests/app_store.py), by method."""
+    import nbformat
+    from app_store import add_probes, build_store
+    from nbclient import NotebookClient
+
+    uri = build_store(tmp_path / "store", methods=("grpo", "g2rl"), seeds=(0,), steps=4, eval_steps=(4,),
+                      problems=4, scratch=False)
+    add_probes(uri, step=4)
+    monkeypatch.setenv("TRACKING_URI", uri)
+    monkeypatch.setenv("EXPERIMENT", "workbench")
+    monkeypatch.setenv("SOURCE", "probes")
+    monkeypatch.setenv("PLOTLY_RENDERER", "json")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    text = "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+                     if out["output_type"] == "stream")
+    assert "2 probe runs and 2 other runs; showing the probes" in text
+    assert "2 runs with dumps, 0 skipped" in text
+    assert "probe-grpo-0 (grpo, seed 0): 1 steps, 32 completions" in text
+    table = nb.cells[-1].outputs[-1]["text"]
+    assert "grpo" in table and "g2rl" in table and "28.1 %" in table, table

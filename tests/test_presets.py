@@ -27,9 +27,18 @@ def test_qwen3_configs_carry_the_paper_setup_and_resolve_offline(name, hub_id, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = _resolve("--config", str(CONFIGS / f"{name}.yaml"), "--data", "math_train.parquet", "--method", "g2rl")
     t = cfg.training
-    assert (t.num_generations, t.prompts_per_step, t.temperature, t.learning_rate, t.beta) == (16, 16, 1.0, 5e-7, 1e-3)
+    assert (t.num_generations, t.temperature, t.learning_rate, t.beta) == (16, 1.0, 5e-7, 1e-3)
+    # Table 3: 16 prompts x 16 rollouts per generation, 8 updates of 32 completions in micro-batches of 2.
+    per_device = t.prompts_per_step * t.num_generations // t.gradient_accumulation_steps
+    assert (t.prompts_per_step * t.num_generations, per_device, t.num_iterations) == (32, 2, 1)
+    assert per_device * t.steps_per_generation == 16 * 16
+    assert t.steps_per_generation // t.gradient_accumulation_steps == 8
+    length = {"qwen3-1.7b-base": 8192, "qwen3-4b-base": 12288}[name]
+    assert t.max_completion_length == cfg.eval.max_new_tokens == length
     assert (cfg.eval.n, cfg.eval.temperature) == (16, 0.8)
-    assert cfg.eval.benchmarks == ["math500", "amc", "aime24", "aime25"]
+    gpqa = ["gpqa_diamond"] if name == "qwen3-4b-base" else []
+    assert cfg.eval.benchmarks == ["math500", "amc", "aime24", "aime25", *gpqa]
+    assert cfg.eval.n_per_benchmark == ({"gpqa_diamond": 32} if gpqa else {})  # Table 2: pass@32
     assert cfg.task.name == "math" and cfg.task.path == "math_train.parquet"
     assert cfg.task.system_prompt == PAPER_SYSTEM
     assert PAPER_SYSTEM == "Please reason step by step, and put your final answer within \\boxed{}."

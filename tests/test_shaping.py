@@ -282,6 +282,59 @@ def test_all_correct_or_all_wrong_group_still_has_signal(correct):
     assert np.abs(group_standardize(shaped, groups)).sum() > 1.0
 
 
+def _all_wrong_group():
+    """Eight wrong answers with spread-out gradient features: base -1, nu_bar spanning [0, 1]."""
+    feats = np.random.default_rng(3).standard_normal((8, 5))
+    groups = np.zeros(8, dtype=np.int64)
+    base = g2rl_base_rewards([False] * 8, [True] * 8)
+    nu_bar = minmax_in_group(exploration_score(feats, base, groups), groups)
+    return base, nu_bar, groups
+
+
+def test_equal_reward_group_advantages_do_not_depend_on_lambda():
+    # DESIGN 3.4 "Equal-reward groups": r~ = -(1 + lam nu_bar) is affine in nu_bar with a slope of -lam, so group
+    # standardisation gives the unit standardisation of -nu_bar for any lam > 0 (up to TRL's eps = 1e-4 in the std).
+    base, nu_bar, groups = _all_wrong_group()
+    adv = {lam: group_standardize(g2rl_shaped_rewards(base, nu_bar, lam), groups, scale="group")
+           for lam in (0.01, 1.0, 2.0)}
+    unit = -(nu_bar - nu_bar.mean()) / nu_bar.std(ddof=1)
+    np.testing.assert_allclose(adv[2.0], unit, atol=1e-3)
+    np.testing.assert_allclose(adv[1.0], adv[2.0], atol=1e-3)
+    np.testing.assert_allclose(adv[0.01], adv[2.0], rtol=0.05)  # eps / std(r~) ~ 3 % at lam = 0.01
+    # paper_text: the most redundant wrong answer (nu_bar = 0) gets the largest advantage, positive.
+    assert np.argmax(adv[2.0]) == np.argmin(nu_bar) and adv[2.0].max() > 1.0
+    # eq12 (r~ = -1 + lam nu_bar): the most novel one does.
+    eq12 = group_standardize(g2rl_shaped_rewards(base, nu_bar, 0.5, "eq12"), groups, scale="group")
+    assert np.argmax(eq12) == np.argmax(nu_bar) and eq12.max() > 1.0
+    # Without scaling the advantages scale with lam.
+    none = {lam: group_standardize(g2rl_shaped_rewards(base, nu_bar, lam), groups, scale="none") for lam in (1.0, 2.0)}
+    np.testing.assert_allclose(none[2.0], 2 * none[1.0])
+
+
+@pytest.mark.parametrize("scaler", ["paper_text", "eq12"])
+def test_uniform_groups_zero_gives_equal_reward_groups_zero_advantage(scaler):
+    wrong, nu_wrong, _ = _all_wrong_group()
+    base = np.concatenate([wrong, [1.0, -1.0, 1.0, -1.0], [1.0, 1.0, 1.0]])  # all wrong, mixed, all right
+    nu_bar = np.concatenate([nu_wrong, [1.0, 0.0, 0.3, 0.6], [0.0, 0.5, 1.0]])
+    groups = np.repeat([0, 1, 2], [8, 4, 3])
+    zero = g2rl_shaped_rewards(base, nu_bar, 0.8, scaler, groups=groups, uniform_groups="zero")
+    rank = g2rl_shaped_rewards(base, nu_bar, 0.8, scaler, groups=groups)
+    np.testing.assert_array_equal(zero[groups != 1], base[groups != 1])  # the constant base reward
+    np.testing.assert_array_equal(zero[groups == 1], rank[groups == 1])  # mixed groups shaped as before
+    adv = group_standardize(zero, groups, scale="group")
+    np.testing.assert_array_equal(adv[groups != 1], 0.0)
+    assert np.abs(group_standardize(rank, groups)[groups != 1]).sum() > 1.0  # 'rank' ranks them
+    np.testing.assert_array_equal(shaping.uniform_rows(base, groups), groups != 1)
+
+
+def test_uniform_groups_errors_name_the_value():
+    base, nu_bar = np.array([1.0, -1.0]), np.array([0.5, 0.0])
+    with pytest.raises(ValueError, match="'none'.*rank, zero"):
+        g2rl_shaped_rewards(base, nu_bar, 1.0, uniform_groups="none")
+    with pytest.raises(ValueError, match="groups"):
+        g2rl_shaped_rewards(base, nu_bar, 1.0, uniform_groups="zero")
+
+
 def test_shaped_rewards_errors_name_the_value():
     base, nu_bar = np.array([1.0]), np.array([0.5])
     with pytest.raises(ValueError, match=r"'paper'.*eq12.*paper_text"):

@@ -7,6 +7,20 @@ within the group and scales the +-1 base reward: ``r~ = clip(r * f, -3, 3)``
 with ``f = 1 + lambda * nu_bar`` (``g2rl.scaler: paper_text``, the default, as
 sections 2.4 and 6 describe) or ``f = 1 + lambda * r * nu_bar`` (``eq12``, as
 printed). TRL then standardises ``r~`` within each group as GRPO does.
+
+Equal-reward groups (DESIGN 3.4 [ours]). With TRL's ``scale_rewards=group``
+(the paper's eq. 2) a group whose base rewards are all equal (all wrong, or all
+right) gets advantages that do not depend on lambda: r~ = r (1 + lambda nu_bar)
+is an affine function of nu_bar within the group, and standardisation removes
+any affine map with a positive slope, so the advantages are the unit
+standardisation of nu_bar (all right), or of -nu_bar (all wrong), for
+lambda = 0.01 as for 2. Under ``paper_text`` the most redundant wrong answer
+of an all-wrong group (nu_bar = 0, the least penalised) gets an advantage of
+about +2 in a group of 8; under ``eq12`` (r~ = -1 + lambda nu_bar) the most
+novel one does. ``g2rl.uniform_groups: zero`` gives such groups r~ = r, a
+constant, hence GRPO's zero advantage, so G2RL only reorders within mixed
+groups; ``rank`` (default) is the paper's reading. With ``scale_rewards=none``
+the advantage is r~ - mean(r~) and scales with lambda.
 """
 
 from __future__ import annotations
@@ -28,7 +42,8 @@ class G2RL(Method):
         base = shaping.g2rl_base_rewards(batch.correct, batch.has_answer)
         nu = shaping.exploration_score(batch.features, base, batch.groups)
         nu_bar = shaping.minmax_in_group(nu, batch.groups)
-        shaped = shaping.g2rl_shaped_rewards(base, nu_bar, cfg.lam, cfg.scaler, cfg.clip)
+        shaped = shaping.g2rl_shaped_rewards(base, nu_bar, cfg.lam, cfg.scaler, cfg.clip, groups=batch.groups,
+                                              uniform_groups=cfg.uniform_groups)
         return Shaped(
             base_reward=base,
             shaped_reward=shaped,

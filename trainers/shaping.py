@@ -32,11 +32,13 @@ __all__ = [
     "minmax_in_group",
     "scaler_eq12",
     "scaler_paper_text",
+    "uniform_rows",
     "unit_rows",
     "zero_variance_groups",
 ]
 
 SCALE_MODES = ("group", "batch", "none")
+UNIFORM_GROUPS = ("rank", "zero")
 _EXP_CAP = 700.0  # exp(700) ~ 1e304 is the largest power float64 holds safely
 
 
@@ -262,12 +264,30 @@ def scaler_eq12(r: np.ndarray, nu_bar: np.ndarray, lam: float) -> np.ndarray:
     return 1.0 + lam * r * nu_bar
 
 
+def uniform_rows(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """True (N,) for the members of groups whose rewards are all equal. DESIGN 3.4 "Equal-reward groups" [ours].
+
+    Exact equality: G2RL's base rewards are exactly -1 or +1. A group of one
+    counts as all equal.
+    """
+    r = _flat("rewards", rewards, dtype=np.float64)  # (N,)
+    codes, n_groups = _group_codes(groups, r.size)
+    lo = np.full(n_groups, np.inf)
+    hi = np.full(n_groups, -np.inf)
+    np.minimum.at(lo, codes, r)
+    np.maximum.at(hi, codes, r)
+    return (hi == lo)[codes]
+
+
 def g2rl_shaped_rewards(
     base: np.ndarray,
     nu_bar: np.ndarray,
     lam: float,
     scaler: str = "paper_text",
     clip: float = 3.0,
+    *,
+    groups: np.ndarray | None = None,
+    uniform_groups: str = "rank",
 ) -> np.ndarray:
     """r~_i = clip(r_i * f_i, -clip, clip). DESIGN 3.4 "Reward shaping" [paper, eqs. 12-13, section 2.5].
 
@@ -275,15 +295,29 @@ def g2rl_shaped_rewards(
     (``paper_text``: 1 + lam nu_bar, the default; ``eq12``: 1 + lam r nu_bar).
     lam >= 0 ([ours] default 1.0 lives in the config; lam <= 2 keeps the clip
     at 3 inactive for r in {-1, +1}). GRPO then standardises r~ per group.
+
+    ``uniform_groups`` (DESIGN 3.4 "Equal-reward groups" [ours]) is what a
+    group whose base rewards are all equal gets: ``rank`` (the paper's
+    reading) shapes it like any other, so its members are ranked by nu_bar;
+    ``zero`` leaves r~_i = r_i there, a constant, so group standardisation
+    gives GRPO's zero advantage and G2RL only reorders within mixed groups.
+    ``zero`` needs ``groups``.
     """
     f_of = SCALERS.get(scaler)  # unknown name: error listing the valid ones
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"g2rl lambda must be a finite number >= 0, got {lam!r}")
     if not clip > 0:
         raise ValueError(f"g2rl clip must be > 0, got {clip!r}")
+    if uniform_groups not in UNIFORM_GROUPS:
+        raise ValueError(f"g2rl uniform_groups {uniform_groups!r} is unknown; valid: {', '.join(UNIFORM_GROUPS)}")
     r = _flat("base", base, dtype=np.float64)  # (N,)
     nb = _flat("nu_bar", nu_bar, r.size, dtype=np.float64)  # (N,)
-    return np.clip(r * f_of(r, nb, float(lam)), -clip, clip)
+    shaped = np.clip(r * f_of(r, nb, float(lam)), -clip, clip)
+    if uniform_groups == "rank":
+        return shaped
+    if groups is None:
+        raise ValueError("g2rl uniform_groups='zero' needs the group of each completion (groups=...)")
+    return np.where(uniform_rows(r, groups), r, shaped)
 
 
 # --------------------------------------------------------------------------- EVOL-RL

@@ -9,6 +9,7 @@ from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
 from workbench.eval_cmd import add_eval_parser
+from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.sweep import add_sweep_parser
 from workbench.registry import UnknownNameError
@@ -167,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     runs.set_defaults(func=cmd_runs)
     add_sweep_parser(sub)
     add_eval_parser(sub)
+    add_probe_parser(sub)
     add_report_parser(sub)
     return p
 

@@ -72,6 +72,10 @@ class TrainingConfig(_Section):
     max_completion_length: int = Field(8, ge=1, description="Completion tokens per sample.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     num_iterations: int = Field(1, ge=1, description="Policy updates per generation batch (PPO epochs).")
+    steps_per_generation: int | None = Field(
+        None, ge=1, description="TRL's steps_per_generation: micro-batches per generation batch (None: "
+                                "gradient_accumulation_steps, one optimizer step per generation). A multiple k of "
+                                "gradient_accumulation_steps gives k optimizer updates per generation batch.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Learning-rate warmup share of the run.")
     gradient_checkpointing: bool = Field(False, description="Activation checkpointing (slower on CPU).")
@@ -80,6 +84,8 @@ class TrainingConfig(_Section):
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default).")
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    save_final: bool = Field(True, description="Save a checkpoint of the last step, for `workbench probe`, also "
+                             "with save_steps=0 (with save_steps > 0 the Trainer saves the last step anyway).")
     keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
     output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
 
@@ -97,6 +103,9 @@ class G2RLConfig(_Section):
     scaler: Literal["paper_text", "eq12"] = Field("paper_text", description="Which reading of the reward scaler.")
     route: Literal["sampling", "forward"] = Field("sampling", description="Where Phi is computed.")
     clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
+    uniform_groups: Literal["rank", "zero"] = Field(
+        "rank", description="Groups whose base rewards are all equal: 'rank' shapes them by nu_bar (the paper's "
+                            "reading); 'zero' gives them GRPO's zero advantage.")
 
     @model_validator(mode="after")
     def _eq12_keeps_sign(self) -> G2RLConfig:
@@ -124,6 +133,8 @@ class EvalConfig(_Section):
     data_dir: str | None = Field(None, description="Folder holding benchmark files.")
     max_problems: int | None = Field(64, ge=1, description="Problems per benchmark.")
     max_new_tokens: int | None = Field(None, ge=1, description="Default: training.max_completion_length.")
+    n_per_benchmark: dict[str, int] = Field(default_factory=dict, description="Samples per problem for some "
+                                            "benchmarks, e.g. {gpqa_diamond: 32}; the others take n.")
     initial: bool = Field(True, description="Evaluate before the first step (step 0), the baseline.")
     final: bool = Field(True, description="Evaluate at the end of the run.")
 

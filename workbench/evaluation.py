@@ -137,7 +137,7 @@ class EvalCallback:
         with progress(f"evaluating at step {step}", sum(len(p) for _, _, p in self.suite), transient=True) as bar:
             for name, task, problems in self.suite:
                 frames.append(sample_problems(
-                    model, self.tokenizer, task, problems, n=e.n, temperature=e.temperature,
+                    model, self.tokenizer, task, problems, n=e.n_per_benchmark.get(name, e.n), temperature=e.temperature,
                     max_new_tokens=e.max_new_tokens or self.cfg.training.max_completion_length,
                     benchmark=name, step=step, seed=self.cfg.seed + step,
                     progress=bar.advance,

@@ -73,8 +73,9 @@ class CellResult:
 
 def config_hash(cfg: WorkbenchConfig) -> str:
     """Hash of everything that determines a run's result: the resolved config less its ``tracking``
-    section and its checkpoint cadence (``training.save_steps``, ``training.keep_checkpoints``)."""
-    data = cfg.model_dump(mode="json", exclude={"tracking": True, "training": {"save_steps", "keep_checkpoints"}})
+    section and its checkpoint cadence (``training.save_steps``, ``keep_checkpoints``, ``save_final``)."""
+    data = cfg.model_dump(mode="json", exclude={"tracking": True, "training": {"save_steps", "keep_checkpoints",
+                                                                            "save_final"}})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -330,6 +331,11 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cell", type=int, metavar="K",
                    help="run cell K only (0 to cells - 1, in the order --list prints), "
                         "e.g. --cell $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--probe", metavar="BENCH",
+                   help="then probe each finished cell's final checkpoint on BENCH (task, aime25, NAME=FILE, ...; "
+                        "`workbench probe` with its defaults: 8 samples, every problem); cells probed before "
+                        "are skipped")
+    p.add_argument("--probe-data-dir", metavar="DIR", help="folder holding the --probe benchmark's file")
     p.set_defaults(func=cmd_sweep)
     return p
 
@@ -368,6 +374,8 @@ def cell_command(args: argparse.Namespace, experiment: str, k: int) -> list[str]
         argv += ["--set", text]
     if args.rerun_running:
         argv.append("--rerun-running")
+    if getattr(args, "probe", None):
+        argv += ["--probe", args.probe] + (["--probe-data-dir", args.probe_data_dir] if args.probe_data_dir else [])
     return [*argv, "--cell", str(k)]
 
 
@@ -402,6 +410,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     layers = config_layers(args)
     experiment = args.experiment or build_config(layers, args.overrides).tracking.experiment
     configs = cell_configs(methods, seeds, layers, args.overrides, experiment)  # every name and value checked first
+    if args.probe_data_dir and not args.probe:
+        raise ConfigError(f"--probe-data-dir {args.probe_data_dir} is where the --probe benchmark's file is; "
+                          "add --probe BENCH, or drop it")
+    if args.probe:
+        from workbench.probe import load_problems, ProbeSource
+
+        check = ProbeSource("", 0, configs[0], "", configs[0].model.preset)
+        load_problems(check, args.probe, args.probe_data_dir, 1)  # a bad benchmark or file fails before training
     if args.json and not args.list:
         raise ConfigError("--json only changes what --list prints; add --list, or drop --json")
     if args.list:
@@ -422,8 +438,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _restore_sigterm(previous)
     Console().print(summary_table(results, experiment))
     failed = [r for r in results if r.status == "failed"]
+    probes_failed = []
+    if args.probe:
+        from workbench.probe import probe_runs
+
+        done = [r.run_id for r in results if r.status in ("finished", "resumed", "skipped") and r.run_id]
+        probed = probe_runs(done, args.probe, data_dir=args.probe_data_dir, console=console)
+        probes_failed = [p for p in probed if p[1] == "failed"]
     print(f"\nTable of results: workbench report --experiment {experiment}")
-    if failed:
-        print(f"{len(failed)} cell(s) failed; run the same command again to rerun only those.")
+    if failed or probes_failed:
+        print(f"{len(failed)} cell(s) and {len(probes_failed)} probe(s) failed; run the same command again to rerun "
+              "only those.")
         return 1
     return 0

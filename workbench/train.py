@@ -21,6 +21,9 @@ returns a history in timestamp order), so a reader sees each step once, with the
 value of the trajectory that continued.
 Feature dumps and evaluation artifacts are files named by step and are
 overwritten, so they never repeat.
+
+The last step is saved as ``checkpoint-<steps>`` whatever ``training.save_steps``
+(``training.save_final``, default true): ``workbench probe RUN_ID`` reads it.
 """
 
 from __future__ import annotations
@@ -365,6 +368,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         num_generations=t.num_generations,
         num_iterations=t.num_iterations,
+        steps_per_generation=t.steps_per_generation,
         beta=t.beta,
         epsilon=t.epsilon,
         loss_type=t.loss_type,
@@ -382,8 +386,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         use_vllm=t.use_vllm,
         vllm_mode=t.vllm_mode,
         logging_steps=1,
-        save_strategy="steps" if t.save_steps else "no",
-        save_steps=t.save_steps or 500,
+        save_strategy="steps" if t.save_steps or t.save_final else "no",
+        save_steps=t.save_steps or t.steps,  # save_steps=0 with save_final: the last step only
         save_total_limit=t.keep_checkpoints,
         report_to="none",
         disable_tqdm=False,

@@ -18,15 +18,28 @@ FRACTIONS = {
 PAIR_TYPES = {"all": "all pairs", "correct_correct": "correct–correct", "correct_incorrect": "correct–incorrect",
               "incorrect_incorrect": "incorrect–incorrect"}
 
+SOURCES = {"training": "training rollouts", "probes": "probes (evaluation samples of a checkpoint)"}
+
 st.title("Exploration geometry")
 sel = selection()
+source = st.radio("Samples", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="geometry_source",
+                  help="Training rollouts: the groups each run sampled while training. Probes: n samples per "
+                       "benchmark problem from a checkpoint (`workbench probe`), as the paper's Figure 3 measures.")
+probes = loaders.is_probe(sel.runs)
+runs = sel.runs[probes if source == "probes" else ~probes]
+if runs.empty:
+    st.info("No probe among the selected runs. Probe a run's final checkpoint with `workbench probe RUN_ID` "
+            "(or `workbench sweep ... --probe task`)." if source == "probes" else
+            "Only probes are selected; choose *probes* above, or select training runs in the sidebar.")
+    st.stop()
 st.caption("Within each group (the completions of one prompt), every pair's cosine g of the gradient features Φ "
            "and cosine of the text embeddings, read from the runs' feature dumps "
-           f"(`features/step_*.parquet`, at most {MAX_STEPS} steps per run, evenly spaced).")
+           f"(`features/step_*.parquet`, at most {MAX_STEPS} steps per run, evenly spaced)"
+           + (": each probe's samples at its checkpoint's step." if source == "probes" else "."))
 
 # ---- read the dumps; a run without them gets a notice, the rest still draw
 loaded, notices = [], []
-for _, run in sel.runs.iterrows():
+for _, run in runs.iterrows():
     label = sel.labels[run["run_id"]]
     steps, error = cached.artifact_steps(run["run_id"], sel.uri, loaders.DUMP_DIR, cached.stamp_of(run))
     if error:
@@ -49,9 +62,9 @@ for notice in notices:
 if not loaded:
     st.info("None of the selected runs has readable feature dumps. Runs dump every `features.every` steps (default 1).")
     st.stop()
-pairs = compare.attach_runs(pd.concat(loaded, ignore_index=True), sel.runs)
+pairs = compare.attach_runs(pd.concat(loaded, ignore_index=True), runs)
 
-tau_param = pd.to_numeric(sel.runs.get("param.features.tau"), errors="coerce")
+tau_param = pd.to_numeric(runs.get("param.features.tau"), errors="coerce")
 tau_default = float(tau_param.dropna().iloc[0]) if tau_param is not None and tau_param.notna().any() else 0.1
 left, right = st.columns(2)
 tau = left.slider("τ, the orthogonality threshold", 0.0, 0.5, tau_default, 0.01, key="tau",
@@ -88,7 +101,7 @@ st.dataframe(summary.set_index(sel.series), width="stretch", column_config={
 
 # ---- direction fractions over steps, recomputed at the chosen tau
 st.subheader(f"Direction fractions over steps (τ = {tau:g})")
-fractions = compare.attach_runs(compare.fractions_by_step(pairs, tau, by=["run_id"]), sel.runs)
+fractions = compare.attach_runs(compare.fractions_by_step(pairs, tau, by=["run_id"]), runs)
 for row in range(0, len(FRACTIONS), 2):
     for column, name in zip(st.columns(2), list(FRACTIONS)[row : row + 2]):
         fig = charts.over_steps(fractions.rename(columns={name: "value"}), series=sel.series, band=sel.band,
@@ -99,7 +112,7 @@ for row in range(0, len(FRACTIONS), 2):
 st.subheader("Gradient against semantic dispersion")
 st.caption("One point per run and dumped step: 1 − mean cosine of each kind. G2RL's claim: more spread in gradient "
            "directions (up) without losing semantic coherence (not far right).")
-dispersion = compare.attach_runs(compare.dispersion_by_step(pairs, by=["run_id"]), sel.runs)
+dispersion = compare.attach_runs(compare.dispersion_by_step(pairs, by=["run_id"]), runs)
 st.plotly_chart(charts.scatter(dispersion, x="sem_dispersion", y="grad_dispersion", series=sel.series,
                                title="Dispersion per step", x_title="semantic dispersion",
                                y_title="gradient dispersion", hover=["label", "step", "pairs"]), key="geo-scatter")

@@ -83,7 +83,22 @@ PRESETS.add(
         },
     ),
 )
-for _name, _id in [("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base"), ("qwen3-4b-base", "Qwen/Qwen3-4B-Base")]:
+# Table 3's rollout batch, 16 prompts x 16 rollouts = 256 completions, in PPO mini-batches of 32 completions
+# (verl's "PPO mini-batch 1 (effective 32)") and micro-batches of 2 ("micro-batch 2"): TRL optimizer steps of
+# prompts_per_step x num_generations = 32 completions, 16 accumulated micro-batches of 2 on one process, and
+# steps_per_generation = 128 micro-batches = 8 optimizer updates per generation batch (num_iterations 1: each
+# rollout used once). On P processes: gradient_accumulation_steps 16 / P and steps_per_generation 128 / P.
+# The paper's ~200 rollout steps are then 1600 optimizer steps.
+_QWEN3_TRAINING = {
+    "prompts_per_step": 2, "num_generations": 16, "gradient_accumulation_steps": 16, "steps_per_generation": 128,
+    "num_iterations": 1, "temperature": 1.0, "learning_rate": 5e-7, "beta": 0.001, "bf16": True, "use_vllm": True,
+    "gradient_checkpointing": True,
+}
+for _name, _id, _length, _benchmarks, _n in [
+    ("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base", 8192, ["math500", "amc", "aime24", "aime25"], {}),
+    ("qwen3-4b-base", "Qwen/Qwen3-4B-Base", 12288, ["math500", "amc", "aime24", "aime25", "gpqa_diamond"],
+     {"gpqa_diamond": 32}),  # Table 2: GPQA with pass@32
+]:
     PRESETS.add(
         _name,
         Preset(
@@ -93,14 +108,10 @@ for _name, _id in [("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base"), ("qwen3-4b-base"
             defaults={
                 "model": {"dtype": "bfloat16"},
                 "task": {"name": "math", "system_prompt": PAPER_SYSTEM},
-                "training": {
-                    "prompts_per_step": 16, "num_generations": 16, "temperature": 1.0,
-                    "learning_rate": 5e-7, "beta": 0.001, "max_completion_length": 3072,
-                    "bf16": True, "use_vllm": True, "gradient_checkpointing": True,
-                },
+                "training": {**_QWEN3_TRAINING, "max_completion_length": _length},  # Table 3: 8k (1.7B), 12k (4B)
                 "g2rl": {"route": "forward"},
-                "eval": {"temperature": 0.8, "n": 16, "max_problems": None,
-                         "benchmarks": ["math500", "amc", "aime24", "aime25"]},
+                "eval": {"temperature": 0.8, "n": 16, "max_problems": None, "benchmarks": _benchmarks,
+                         "n_per_benchmark": _n, "max_new_tokens": _length},
             },
         ),
     )
