@@ -30,12 +30,15 @@ from analysis.compare import band_over_seeds
 from analysis.geometry import direction_fractions, pairwise_cosines
 from analysis.loaders import load_dumps, metric_history, runs_table, stack
 from analysis.passk import maj_at_k, pass_at_k
-from analysis.report import report_table, to_markdown
+from analysis.report import METHOD_ORDER, report_table, to_markdown
 
 OUT = Path(__file__).with_name("REGIME.md")
 PLOTS = Path(__file__).with_name("regime")
 GEOMETRY = {"geometry/grad_cos_mean": "mean g", "geometry/neg_frac": "neg_frac", "geometry/orth_frac": "orth_frac",
             "geometry/sem_cos_mean": "semantic cos"}
+PAIR_TYPES = ("correct_correct", "correct_incorrect", "incorrect_incorrect")
+BY_TYPE = {f"geometry/{t}/{m}": f"{t} {name}" for t in PAIR_TYPES for m, name in (("grad_cos_mean", "g"),
+                                                                                   ("neg_frac", "neg"))}
 
 
 def task_section(task, problems) -> tuple[list[str], list[int]]:
@@ -87,7 +90,8 @@ def warm_start_section(cfg, task, problems) -> tuple[list[str], dict]:
     per = frame.groupby("problem", sort=False)
     c = per["correct"].sum()
     found = per["solution"].nunique()
-    maj = np.mean([maj_at_k(g["answer"].tolist(), g["correct"].tolist(), n) for _, g in per])
+    maj = np.mean([maj_at_k([a if isinstance(a, str) else None for a in g["answer"]], g["correct"].tolist(), n)
+                   for _, g in per])
     stats = {"pass@1": np.mean([pass_at_k(n, int(x), 1) for x in c]),
              f"pass@{n}": np.mean([pass_at_k(n, int(x), n) for x in c]), f"maj@{n}": maj,
              "median tokens": float(frame["tokens"].median()), "legal": float(frame["answer"].notna().mean())}
@@ -132,10 +136,12 @@ def methods_section(experiment: str, uri: str, tau: float, group: int) -> tuple[
             h = metric_history(r.run_id, key, uri)
             row[key.rsplit("/", 1)[1] + " start"] = float(h["value"].iloc[0]) if len(h) else np.nan
             row[key.rsplit("/", 1)[1] + " end"] = float(h["value"].iloc[-1]) if len(h) else np.nan
-        for key, name in GEOMETRY.items():
+        for key, name in {**GEOMETRY, **BY_TYPE}.items():  # steps without such pairs log no value
             row[name] = float(metric_history(r.run_id, key, uri)["value"].mean())
         per_seed.append(row)
-    frame = pd.DataFrame(per_seed).sort_values(["method", "seed"])
+    frame = pd.DataFrame(per_seed)
+    frame = frame.assign(order=[METHOD_ORDER.index(m) if m in METHOD_ORDER else 99 for m in frame["method"]])
+    frame = frame.sort_values(["order", "method", "seed"]).drop(columns="order")
     lines += ["Per seed: held-out pass@1 and pass@32, start -> end; geometry averaged over the run's steps:", "",
               "| method | seed | pass@1 | pass@32 | mean g | neg_frac | orth_frac | semantic cos |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -143,7 +149,8 @@ def methods_section(experiment: str, uri: str, tau: float, group: int) -> tuple[
         lines.append(f"| {r['method']} | {r['seed']} | {r['pass_at_1 start']:.3f} -> {r['pass_at_1 end']:.3f} | "
                      f"{r['pass_at_32 start']:.3f} -> {r['pass_at_32 end']:.3f} | "
                      + " | ".join(f"{r[name]:.3f}" for name in GEOMETRY.values()) + " |")
-    tidy = frame.melt(id_vars=["method", "seed"], value_vars=list(GEOMETRY.values()), var_name="metric")
+    tidy = frame.melt(id_vars=["method", "seed"], value_vars=[*GEOMETRY.values(), *BY_TYPE.values()],
+                      var_name="metric")
     band = band_over_seeds(tidy.assign(step=0), by=["method", "metric"])
     dim = 0
     if len(runs):
@@ -153,12 +160,20 @@ def methods_section(experiment: str, uri: str, tau: float, group: int) -> tuple[
     lines += ["", f"Geometry, mean over steps and then over seeds (± 95 % CI), beside random unit vectors "
               f"(dimension {dim}, groups of {group}, tau = {tau}):", "",
               "| method | " + " | ".join(GEOMETRY.values()) + " |", "| --- |" + " --- |" * len(GEOMETRY)]
-    for method, block in band.groupby("method", sort=False):
+    methods = list(dict.fromkeys(frame["method"]))
+    for method in methods:
+        block = band[band["method"] == method]
         cells = {r.metric: f"{r.mean:.3f} ± {(r.hi - r.lo) / 2:.3f}" for r in block.itertuples()}
         lines.append(f"| {method} | " + " | ".join(cells.get(m, "") for m in GEOMETRY.values()) + " |")
     if base:
         lines.append("| random unit vectors | " + " | ".join(f"{base[m]:.3f}" if m in base else "" for m in GEOMETRY.values())
                      + " |")
+    lines += ["", "By pair type (c = correct, i = incorrect), mean over steps that have such pairs, then over seeds:", "",
+              "| method | " + " | ".join(BY_TYPE.values()) + " |", "| --- |" + " --- |" * len(BY_TYPE)]
+    for method in methods:
+        block = band[band["method"] == method]
+        cells = {r.metric: f"{r.mean:.3f}" for r in block.itertuples()}
+        lines.append(f"| {method} | " + " | ".join(cells.get(m, "") for m in BY_TYPE.values()) + " |")
     return lines, frame, dim
 
 
