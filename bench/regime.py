@@ -149,6 +149,12 @@ def methods_section(experiment: str, uri: str, tau: float, group: int) -> tuple[
         lines.append(f"| {r['method']} | {r['seed']} | {r['pass_at_1 start']:.3f} -> {r['pass_at_1 end']:.3f} | "
                      f"{r['pass_at_32 start']:.3f} -> {r['pass_at_32 end']:.3f} | "
                      + " | ".join(f"{r[name]:.3f}" for name in GEOMETRY.values()) + " |")
+    lines += ["", "Held-out pass@1 rose (end > start) in: " + ", ".join(
+        f"{m} {int((b['pass_at_1 end'] > b['pass_at_1 start']).sum())} of {len(b)} seeds"
+        for m, b in frame.groupby("method", sort=False)) + "; pass@32 fell in: " + ", ".join(
+        f"{m} {int((b['pass_at_32 end'] < b['pass_at_32 start']).sum())} of {len(b)}"
+        for m, b in frame.groupby("method", sort=False)) + ". At step 0 every method evaluates the same policy: "
+        "the spread over seeds there is the evaluation's own sampling noise (its seed is the run's)."]
     tidy = frame.melt(id_vars=["method", "seed"], value_vars=[*GEOMETRY.values(), *BY_TYPE.values()],
                       var_name="metric")
     band = band_over_seeds(tidy.assign(step=0), by=["method", "metric"])
