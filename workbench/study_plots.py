@@ -63,7 +63,8 @@ def passk_figure(bands: pd.DataFrame, arms: Sequence[str], out: Path) -> list[st
     import matplotlib.pyplot as plt
     from plotly.subplots import make_subplots
 
-    panels = list(bands[["benchmark", "metric"]].drop_duplicates().itertuples(index=False, name=None))
+    panels = sorted(set(bands[["benchmark", "metric"]].itertuples(index=False, name=None)),
+                    key=lambda p: (p[0], p[1] != "pass"))  # pass@k before maj@k
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     html = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"{b}: {m}@k" for b, m in panels])
     for c, (benchmark, metric) in enumerate(panels):

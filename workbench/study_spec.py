@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
@@ -60,12 +62,18 @@ def _where(path: str) -> str:
     return f"study file {path!r}"
 
 
+def _yaml_text(value: Any) -> str:
+    """``value`` as the text of a ``--set key=value`` that parses back to it (``eq12``, ``1``, ``"1"``)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if yaml.safe_load(text) == value else json.dumps(value)
+
+
 def _overrides(raw: Any, where: str) -> tuple[str, ...]:
     """An arm's ``set``: a mapping {key.path: value} or a list of "key.path=value" strings."""
     if raw is None:
         return ()
     if isinstance(raw, dict):
-        return tuple(f"{key}={json.dumps(value)}" for key, value in raw.items())
+        return tuple(f"{key}={_yaml_text(value)}" for key, value in raw.items())
     if isinstance(raw, list) and all(isinstance(t, str) and "=" in t for t in raw):
         return tuple(raw)
     raise ConfigError(f"{where}: `set` must be a mapping such as {{g2rl.scaler: eq12}} or a list of "
