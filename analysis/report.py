@@ -189,7 +189,8 @@ def _cell(mean: float, lo: float, hi: float, band: str) -> str:
 def report_table(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: int = 16,
                  step: int | str = "last", band: str = "ci95", level: float = 0.95,
                  runs: pd.DataFrame | None = None, group_by: str = "method") -> pd.DataFrame:
-    """The Table 1 layout: index = methods (or the values of ``group_by``, sorted), columns ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ...
+    """The Table 1 layout: index = methods (or the values of ``group_by``, sorted), columns
+    ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ...
 
     Cells are strings in percent, "mean ± half" (``band`` ``ci95`` or ``std``)
     or "mean (min–max)" (``min-max``); just "mean" for one seed, "" where a

@@ -27,7 +27,8 @@ PAPER_FIGURE3 = {
 }
 FIGURE3_METRICS = {"grad_cos_mean": "mean gradient cosine", "neg_frac": "negative-pair share",
                    "sem_cos_mean": "semantic cosine"}
-TRAIN_DYNAMICS = {"train/reward": "training reward (rollout accuracy)", "train/completion_len": "completion length (tokens)", "train/entropy": "entropy (nats)"}
+TRAIN_DYNAMICS = {"train/reward": "training reward (rollout accuracy)",
+                  "train/completion_len": "completion length (tokens)", "train/entropy": "entropy (nats)"}
 BAND = "ci95"
 
 

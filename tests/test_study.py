@@ -90,3 +90,10 @@ def test_bad_study_file_is_refused_before_anything_is_recorded(store, tmp_path, 
     assert main(["study", "--config", _write(tmp_path, data)]) == 2
     assert message in capsys.readouterr().err
     assert runs_table("bad", store).empty
+
+
+def test_report_only_without_recorded_runs_leaves_the_report_folder_alone(store, tmp_path, capsys):
+    path = _write(tmp_path, TINY_STUDY)
+    assert main(["study", "--config", path, "--report-only"]) == 2
+    assert "no finished runs of this study's arms" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

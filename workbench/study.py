@@ -46,6 +46,20 @@ def _check_probe(study: Study) -> None:
                       study.probe["data_dir"], 1)
 
 
+def _check_recorded(study: Study, uri: str) -> None:
+    """``--report-only`` needs finished runs of the study's arms; otherwise it would overwrite a report
+    with an empty one (a wrong ``MLFLOW_TRACKING_URI``, say)."""
+    from analysis.loaders import runs_table
+    from analysis.study import study_runs
+    from workbench.config import ConfigError
+
+    train, _ = study_runs(runs_table(study.experiment, uri), [a.name for a in study.arms])
+    if train.empty:
+        raise ConfigError(f"--report-only: experiment {study.experiment!r} at {uri} has no finished runs of this "
+                          f"study's arms, so {study.report_dir} is left as it is; run `workbench study --config "
+                          f"{study.path}` first, or set MLFLOW_TRACKING_URI to the store that holds them")
+
+
 def add_study_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("study", help="the whole comparison: arms x seeds, probes and a report folder "
                                             "(resumable; configs/study-default.yaml)")
@@ -88,6 +102,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         wall_s = time.perf_counter() - t0
         Console().print(summary_table(results, study.experiment))
         failed = sum(r.status == "failed" for r in results) + sum(p[1] == "failed" for p in probed)
+    if args.report_only:
+        _check_recorded(study, tracking_uri())
     paths = write_study_report(study, tracking_uri(), command=command, wall_s=wall_s)
     print("wrote " + ", ".join(str(p) for p in paths))
     if failed:

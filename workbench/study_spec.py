@@ -104,7 +104,8 @@ def _arm(raw: Any, k: int, path: str) -> Arm:
 
 def _seeds(raw: Any, path: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{_where(path)}: `seeds` {raw!r} must be a non-empty list of integers, e.g. seeds: [0, 1, 2]")
+        raise ConfigError(f"{_where(path)}: `seeds` {raw!r} must be a non-empty list of integers, "
+                          "e.g. seeds: [0, 1, 2]")
     bad = [s for s in raw if not isinstance(s, int) or isinstance(s, bool) or s < 0]
     if bad:
         raise ConfigError(f"{_where(path)}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
