@@ -149,7 +149,7 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
         if key in data:
             raise ConfigError(f"{_where(path)}: a study sets {key} per cell; drop the top-level {key!r} "
                               "(each arm has a `method`, the study `seeds`)")
-    if "experiment" in data.get("tracking", {}):
+    if isinstance(data.get("tracking"), dict) and "experiment" in data["tracking"]:
         raise ConfigError(f"{_where(path)}: set the experiment with the top-level `experiment:`, not "
                           "tracking.experiment")
     experiment = study.get("experiment", "study")
