@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "status", "start_time", "last_step",
-               "final_reward"]
+RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "arm", "status", "start_time",
+               "last_step", "final_reward"]
 KIND_TAG = "workbench.kind"  # "probe" for `workbench probe` runs (DESIGN 10); absent on training and eval runs
+ARM_TAG = "workbench.arm"  # the study arm of a run of `workbench study` and of its probe (DESIGN 10)
 PROBE = "probe"
 
 
@@ -34,7 +35,8 @@ def experiments(uri: str) -> list[str]:
 def runs_table(experiment: str, uri: str) -> pd.DataFrame:
     """One row per run of ``experiment``: tags, status, last step and final ``train/reward``.
 
-    ``kind`` is the run's ``workbench.kind`` tag (``probe`` for probes, else empty).
+    ``kind`` is the run's ``workbench.kind`` tag (``probe`` for probes, else empty); ``arm`` its
+    ``workbench.arm`` tag (the arm of a ``workbench study``, else empty).
 
     Also carries every param as ``param.<key>`` and the last value of every
     metric as ``metric.<key>``. An unknown experiment gives an empty frame.
@@ -55,6 +57,7 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
             "preset": tags.get("preset", ""),
             "task": tags.get("task", ""),
             "kind": tags.get(KIND_TAG, ""),
+            "arm": tags.get(ARM_TAG, ""),
             "status": run.info.status,
             "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
             "last_step": max((m.step for m in history), default=0),

@@ -44,8 +44,8 @@ def describe_spread(band: str = "ci95", level: float = 0.95) -> str:
             "min-max": "mean (min–max) over seeds"}[band]
 
 
-def _finished(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """The finished runs to report, one per (row, seed), newest first wins."""
+def _finished(runs: pd.DataFrame, notes: list[str], group_by: str = "method") -> pd.DataFrame:
+    """The finished runs to report, one per (row, seed), newest first wins; rows are the ``group_by`` column."""
     if runs.empty:
         return runs
     runs = runs[(runs["method"].astype(str) != "") & ~is_probe(runs)].copy()  # probes measure geometry, not pass@k
@@ -56,11 +56,12 @@ def _finished(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
                      + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     runs = runs[runs["status"] == "FINISHED"].copy()
     model = runs["param.model"] if "param.model" in runs else pd.Series("", index=runs.index)
-    runs["row"] = [f"eval: {m}" if method == "eval" else method for method, m in zip(runs["method"], model)]
+    runs["row"] = [f"eval: {m}" if method == "eval" else row
+                   for method, row, m in zip(runs["method"], runs[group_by].astype(str), model)]
     runs = runs.sort_values("start_time", ascending=False, kind="stable")
     dupes = runs.duplicated(["row", "seed"], keep="first")
     if dupes.any():
-        notes.append(f"ignored {int(dupes.sum())} older finished run(s) of a (method, seed) that has a newer one: "
+        notes.append(f"ignored {int(dupes.sum())} older finished run(s) of a ({group_by}, seed) that has a newer one: "
                      + ", ".join(runs.loc[dupes, "run_id"].str[:12]))
     return runs[~dupes]
 
@@ -101,13 +102,15 @@ def _order(names, preferred: Sequence[str]) -> list[str]:
 
 def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: int = 16,
                 step: int | str = "last", band: str = "ci95", level: float = 0.95,
-                runs: pd.DataFrame | None = None) -> pd.DataFrame:
+                runs: pd.DataFrame | None = None, group_by: str = "method") -> pd.DataFrame:
     """Tidy numbers behind the table: one row per (method, benchmark, metric) with mean and spread.
 
     ``runs`` is the experiment's runs table (:func:`analysis.loaders.runs_table`)
     or a selection of its rows, when the caller holds it already; None reads
     it from ``uri``. ``band`` and ``level`` choose the spread as in
-    :func:`analysis.compare.band_over_seeds`.
+    :func:`analysis.compare.band_over_seeds`. ``group_by``: the runs-table
+    column whose values are the rows (``arm`` for a study); the column
+    ``method`` of the result holds them.
 
     Columns ``method, benchmark, metric`` ("pass" or "maj"), ``k`` (the k used),
     ``mean, half, lo, hi`` (fractions; ``half`` = (hi - lo) / 2; all three NaN
@@ -118,7 +121,7 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
         raise ValueError(f"step={step!r} must be 'last' or an integer step")
     describe_spread(band, level)  # rejects an unknown band before reading anything
     notes: list[str] = []
-    runs = _finished(runs_table(experiment, uri) if runs is None else runs, notes)
+    runs = _finished(runs_table(experiment, uri) if runs is None else runs, notes, group_by)
     out = pd.DataFrame(columns=LONG_COLUMNS)
     out.attrs["notes"] = notes
     if runs.empty:
@@ -185,8 +188,9 @@ def _cell(mean: float, lo: float, hi: float, band: str) -> str:
 
 def report_table(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: int = 16,
                  step: int | str = "last", band: str = "ci95", level: float = 0.95,
-                 runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The Table 1 layout: index = methods, columns ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ...
+                 runs: pd.DataFrame | None = None, group_by: str = "method") -> pd.DataFrame:
+    """The Table 1 layout: index = methods (or the values of ``group_by``, sorted), columns
+    ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ...
 
     Cells are strings in percent, "mean ± half" (``band`` ``ci95`` or ``std``)
     or "mean (min–max)" (``min-max``); just "mean" for one seed, "" where a
@@ -194,15 +198,16 @@ def report_table(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: 
     ``.attrs["notes"]`` lists what was left out and why; ``.attrs["data"]``
     holds :func:`report_data` (same arguments).
     """
-    data = report_data(experiment, uri, ks=ks, maj_k=maj_k, step=step, band=band, level=level, runs=runs)
+    data = report_data(experiment, uri, ks=ks, maj_k=maj_k, step=step, band=band, level=level, runs=runs,
+                       group_by=group_by)
     notes = list(data.attrs["notes"])
     if data.empty:
         table = pd.DataFrame()
     else:
         data = data.assign(column=[f"{b} {m}@{k}" for b, m, k in zip(data["benchmark"], data["metric"], data["k"])])
-        methods = _order(data["method"], METHOD_ORDER)
+        methods = _order(data["method"], METHOD_ORDER if group_by == "method" else ())
         cols = list(dict.fromkeys(data["column"]))
-        table = pd.DataFrame("", index=pd.Index(methods, name="method"), columns=["seeds", *cols])
+        table = pd.DataFrame("", index=pd.Index(methods, name=group_by), columns=["seeds", *cols])
         for r in data.itertuples():
             table.loc[r.method, r.column] = _cell(r.mean, r.lo, r.hi, band)
         seeds = data.groupby("method")["n_seeds"].max()

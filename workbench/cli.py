@@ -11,6 +11,7 @@ from workbench.config import ConfigError, WorkbenchConfig, build_config, load_ya
 from workbench.eval_cmd import add_eval_parser
 from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
+from workbench.study import add_study_parser
 from workbench.sweep import add_sweep_parser
 from workbench.registry import UnknownNameError
 from workbench.tracking import TrackingError, closing_run, tracking_uri
@@ -167,6 +168,7 @@ def parser() -> argparse.ArgumentParser:
     runs.add_argument("--experiment", default="workbench", help="MLflow experiment name")
     runs.set_defaults(func=cmd_runs)
     add_sweep_parser(sub)
+    add_study_parser(sub)
     add_eval_parser(sub)
     add_probe_parser(sub)
     add_report_parser(sub)

@@ -245,12 +245,16 @@ def _cut_after_eos(tokens: list[int], eos: int | None) -> list[int]:
 
 
 def probe_tags(source: ProbeSource, benchmark: str, seed: int) -> dict[str, str]:
-    """The probe run's tags: kind, the source run, its method and seed (``base`` and ``seed`` without one)."""
+    """The probe run's tags: kind, the source run, its method, seed and study arm (``base`` and ``seed``
+    without a source run)."""
+    from analysis.loaders import ARM_TAG
+
     tags = {KIND_TAG: "probe", BENCHMARK_TAG: benchmark, STEP_TAG: str(source.step), "preset": source.preset,
             "task": benchmark, "workbench_version": __version__}
     if source.run is not None:
         src = source.run.data.tags
         tags |= {PROBE_OF_TAG: source.run_id, "method": src.get("method", ""), "seed": src.get("seed", str(seed))}
+        tags |= {ARM_TAG: src[ARM_TAG]} if ARM_TAG in src else {}
     else:
         tags |= {"method": NO_RUN_METHOD, "seed": str(seed)}
     return tags
@@ -435,9 +439,10 @@ def existing_probe(mlflow_client, run_id: str, benchmark: str) -> str | None:
 
 
 def probe_runs(run_ids: list[str], benchmark: str, *, data_dir: str | None = None,
-               console=None) -> list[tuple[str, str, str | None]]:
+               console=None, **options: Any) -> list[tuple[str, str, str | None]]:
     """Probe the last checkpoint of each run once (``workbench sweep --probe``), with the defaults of
-    :func:`probe` (8 samples, every problem); a run that has a FINISHED probe of ``benchmark`` is skipped.
+    :func:`probe` (8 samples, every problem) or the given ``options`` of it (``n``, ``max_problems``); a
+    run that has a FINISHED probe of ``benchmark`` is skipped.
 
     Returns (run id, "probed" | "skipped" | "failed", probe run id or the error) per run; a failed probe
     does not stop the others.
@@ -456,7 +461,7 @@ def probe_runs(run_ids: list[str], benchmark: str, *, data_dir: str | None = Non
             out.append((run_id, "skipped", done))
             continue
         try:
-            probe_id, _ = probe(from_run(c, run_id), benchmark=benchmark, data_dir=data_dir)
+            probe_id, _ = probe(from_run(c, run_id), benchmark=benchmark, data_dir=data_dir, **options)
         except Exception as err:  # noqa: BLE001  reported, and the next run is probed
             console.print(f"[red][probe {k}/{len(run_ids)}] run {run_id}: FAILED: {type(err).__name__}: {err}[/red]")
             out.append((run_id, "failed", f"{type(err).__name__}: {err}"))

@@ -139,9 +139,11 @@ def _is_dead(run) -> bool:
     return pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid)))
 
 
-def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str) -> list:
-    """Runs of this cell (same method, seed and config hash), newest first."""
+def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str,
+                  tags: dict[str, str] | None = None) -> list:
+    """Runs of this cell (same method, seed and config hash, and the given ``tags``), newest first."""
     query = (f"tags.method = '{cfg.method}' and tags.seed = '{cfg.seed}' and tags.{HASH_TAG} = '{digest}'")
+    query += "".join(f" and tags.`{key}` = '{value}'" for key, value in (tags or {}).items())
     return mlflow_client.search_runs([exp_id], filter_string=query, order_by=["attributes.start_time DESC"],
                                      max_results=100)
 
@@ -185,9 +187,10 @@ def _default_train(cfg: WorkbenchConfig, tracker: Tracker, **kwargs: Any) -> Non
         _free_memory()
 
 
-def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None) -> str:
-    """Train the cell in a new run, or continue the run of ``resume`` (a ``ResumePoint``) from its
-    checkpoint; close the run as FINISHED, FAILED or KILLED; return its id."""
+def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None,
+            tags: dict[str, str] | None = None) -> str:
+    """Train the cell in a new run (tagged also with ``tags``), or continue the run of ``resume`` (a
+    ``ResumePoint``) from its checkpoint; close the run as FINISHED, FAILED or KILLED; return its id."""
     from workbench.train import reopen_tracker, start_tracker
 
     if resume is not None:
@@ -196,7 +199,7 @@ def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None) -
             train_fn(resume.config, tracker, resume_from_checkpoint=resume.checkpoint)
         return tracker.run_id
     tracker = start_tracker(cfg)
-    tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
+    tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})})
     with closing_run(tracker):
         train_fn(cfg, tracker)
     return tracker.run_id
@@ -222,11 +225,22 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
     validated before the first one runs. Runs go to
     :func:`workbench.tracking.tracking_uri` (``MLFLOW_TRACKING_URI``).
     """
+    configs = cell_configs(methods, seeds, base_layers, overrides, experiment)
+    return run_cells(configs, experiment, train_fn=train_fn, rerun_running=rerun_running, cells=cells,
+                     console=console)
+
+
+def run_cells(configs: Sequence[WorkbenchConfig], experiment: str, *, train_fn: TrainFn | None = None,
+              rerun_running: bool = False, cells: Sequence[int] | None = None, console=None,
+              tags: Sequence[dict[str, str]] | None = None) -> list[CellResult]:
+    """Run every cell of ``configs`` (validated configs, in cell order) not yet FINISHED; one result per
+    visited cell. ``tags[k]``: extra tags of cell k's run, which also identify it (with method, seed and
+    config hash); :func:`sweep` gives none, ``workbench study`` the arm's name."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
     train_fn = train_fn or _default_train
-    configs = cell_configs(methods, seeds, base_layers, overrides, experiment)
+    tags = list(tags) if tags is not None else [{} for _ in configs]
     chosen = list(range(len(configs))) if cells is None else [check_cell(k, len(configs)) for k in cells]
     mlflow_client = client()
     exp_id = experiment_id(mlflow_client, experiment)
@@ -237,8 +251,9 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
     for index, k in enumerate(chosen, start=1):
         cfg = configs[k]
         digest = config_hash(cfg)
-        label = f"cell {k} ({cfg.method} seed {cfg.seed})"
-        action, run_id = _decide(mlflow_client, previous_runs(mlflow_client, exp_id, cfg, digest), rerun_running)
+        label = f"cell {k} ({cfg.method} seed {cfg.seed}{''.join(f', {v}' for v in tags[k].values())})"
+        action, run_id = _decide(mlflow_client, previous_runs(mlflow_client, exp_id, cfg, digest, tags[k]),
+                                 rerun_running)
         if action == "skip":
             console.print(f"[dim][{index}/{total}] {label}: already finished (run {run_id}), skipped[/dim]")
             results.append(CellResult(cfg.method, cfg.seed, "skipped", run_id, digest))
@@ -258,7 +273,7 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
         console.rule(f"[bold]{label}{where}[/bold]  {_eta(total - index + 1, ran_seconds)}")
         t0 = time.perf_counter()
         try:
-            run_id = run_one(cfg, digest, train_fn, point)
+            run_id = run_one(cfg, digest, train_fn, point, tags[k])
         except Exception as err:  # noqa: BLE001  a failed cell is recorded and the sweep goes on
             seconds = time.perf_counter() - t0
             console.print(f"[red][{index}/{total}] {label}: FAILED after {seconds:.0f} s: "

@@ -1,0 +1,99 @@
+"""``workbench study``: a tiny study end to end (train, probe, report, resume), and bad study files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.loaders import metric_history, runs_table
+from workbench.cli import main
+
+# Shrunk for 2 CPU cores: 2 RL steps of 4 prompts x 4 completions of at most 6 tokens (a 100-step warm
+# start, as tests/conftest.py's SMALL); evaluation and probe sample 2 completions of 2 problems.
+TINY_STUDY = {
+    "experiment": "tiny-study",
+    "report_dir": "report",
+    "seeds": [0],
+    "probe": {"benchmark": "task", "n": 2, "max_problems": 2},
+    "arms": [{"name": "grpo", "method": "grpo"},
+             {"name": "g2rl-zero", "method": "g2rl", "set": {"g2rl.uniform_groups": "zero"}}],
+    "model": {"warmstart_steps": 100},
+    "training": {"steps": 2, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 6},
+    "eval": {"n": 2, "max_problems": 2},
+}
+REPORT_FILES = ["README.md", "passk.png", "passk.html", "figure3.png", "figure3.html", "dynamics.png",
+                "dynamics.html", "table_start.csv", "table_end.csv"]
+
+
+def _write(tmp_path, data, name="study.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def test_tiny_study_trains_probes_reports_and_resumes(store, model_cache, tmp_path, capsys):
+    path = _write(tmp_path, TINY_STUDY)
+    assert main(["study", "--config", path]) == 0
+    runs = runs_table("tiny-study", store)
+    train, probes = runs[runs["kind"] != "probe"], runs[runs["kind"] == "probe"]
+    assert sorted(train["arm"]) == ["g2rl-zero", "grpo"] and (train["status"] == "FINISHED").all()
+    assert sorted(probes["arm"]) == ["g2rl-zero", "grpo"] and (probes["status"] == "FINISHED").all()
+    assert train.set_index("arm").loc["g2rl-zero", "param.g2rl.uniform_groups"] == "zero"
+    for name in REPORT_FILES:
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+    # The table: one row per arm, each cell the run's logged eval metric in percent (one seed: the value).
+    key = "eval/countdown_test/pass_at_1"
+    for stage, step in (("end", 2), ("start", 0)):
+        table = pd.read_csv(tmp_path / "report" / f"table_{stage}.csv", index_col=0, dtype=str)
+        assert list(table.index) == ["grpo", "g2rl-zero"]
+        for run in train.itertuples():
+            logged = metric_history(run.run_id, key, store).set_index("step")["value"][step]
+            assert table.loc[run.arm, "countdown_test pass@1"] == f"{100 * logged:.1f}"
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert f"config: `{path}`" in readme and "commit: `" in readme and "for this invocation" in readme
+    assert "| grpo | grpo | 1 |" in readme  # the Figure 3 table has a row per arm with its probe count
+
+    # Again: every cell and probe was done, so nothing new is recorded; --report-only rewrites the report.
+    capsys.readouterr()
+    assert main(["study", "--config", path]) == 0
+    assert len(runs_table("tiny-study", store)) == len(runs)
+    assert "already finished" in capsys.readouterr().err
+    (tmp_path / "report" / "README.md").unlink()
+    assert main(["study", "--config", path, "--report-only"]) == 0
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "| g2rl-zero |" in readme and "for this invocation" not in readme
+
+
+def _arms(*arms):
+    return [dict(a) for a in arms]
+
+
+BAD = [
+    ({"arms": _arms({"name": "a", "method": "grpo", "lam": 1})}, "unknown arm key 'lam'"),
+    ({"arms": _arms({"name": "a", "method": "grpo"}, {"name": "a", "method": "g2rl"})}, "'a' appear more than once"),
+    ({"seeds": []}, "`seeds` [] must be a non-empty list"),
+    ({"arms": []}, "non-empty list `arms`"),
+    ({"arms": _arms({"name": "a", "method": "g2rl"}, {"name": "b", "method": "g2rl", "set": {"g2rl.lam": 1.0}})},
+     "arms 'a' and 'b' resolve to the same config"),
+    ({"arms": _arms({"name": "a", "method": "g2rl", "set": {"g2rl.lamda": 1}})}, "arm 'a': unknown config key"),
+    ({"arms": _arms({"name": "a", "method": "grpo", "set": {"seed": 3}})}, "may not set seed"),
+    ({"arms": _arms({"name": "a", "method": "nonsense"})}, "nonsense"),
+    ({"probe": {"benchmark": "task", "samples": 8}}, "unknown probe key 'samples'"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_study_file_is_refused_before_anything_is_recorded(store, tmp_path, capsys, change, message):
+    data = {"experiment": "bad", "seeds": [0], "arms": _arms({"name": "grpo", "method": "grpo"})} | change
+    assert main(["study", "--config", _write(tmp_path, data)]) == 2
+    assert message in capsys.readouterr().err
+    assert runs_table("bad", store).empty
+
+
+def test_report_only_without_recorded_runs_leaves_the_report_folder_alone(store, tmp_path, capsys):
+    path = _write(tmp_path, TINY_STUDY)
+    assert main(["study", "--config", path, "--report-only"]) == 2
+    assert "no finished runs of this study's arms" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()

@@ -1,0 +1,186 @@
+"""The config of ``workbench study`` (DESIGN 10): a base run config, arms, seeds, a probe, where to report.
+
+A study file is a run config (the sections of ``workbench run``: ``model``,
+``task``, ``training``, ...) plus these top-level keys::
+
+    experiment: study-default        # the MLflow experiment of every run and probe
+    report_dir: docs/study           # the report folder (relative to the working directory)
+    seeds: [0, 1, 2, 3, 4]
+    probe: {benchmark: task, n: 8, max_problems: 64}   # or `probe: null` for none
+    arms:
+      - name: grpo
+        method: grpo
+      - name: g2rl-eq12
+        method: g2rl
+        set: {g2rl.scaler: eq12, g2rl.lam: 1}   # `--set`-style overrides of this arm (or a list of "k=v")
+
+An arm is a sweep cell whose config differs: cell configs are built by
+:func:`workbench.sweep.cell_configs`, one arm at a time, so they resolve
+exactly as ``workbench sweep --set ...`` would. :func:`load_study` checks every
+value (and builds every cell's config) before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.config import ConfigError, WorkbenchConfig, load_yaml
+from workbench.sweep import CELL_KEYS, cell_configs, config_hash
+
+STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms")
+ARM_KEYS = ("name", "method", "set")
+PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
+DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()  # ``key.path=value``, applied after the base config
+
+
+@dataclass(frozen=True)
+class Study:
+    path: str  # the study file
+    experiment: str
+    report_dir: Path
+    seeds: tuple[int, ...]
+    arms: tuple[Arm, ...]
+    base: dict[str, Any]  # the run-config layer shared by every arm
+    probe: dict[str, Any] | None  # keyword arguments of workbench.probe.probe, with ``benchmark``
+    cells: tuple[WorkbenchConfig, ...] = field(repr=False)  # arm-major, seeds inner
+    cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
+
+
+def _where(path: str) -> str:
+    return f"study file {path!r}"
+
+
+def _yaml_text(value: Any) -> str:
+    """``value`` as the text of a ``--set key=value`` that parses back to it (``eq12``, ``1``, ``"1"``)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if yaml.safe_load(text) == value else json.dumps(value)
+
+
+def _overrides(raw: Any, where: str) -> tuple[str, ...]:
+    """An arm's ``set``: a mapping {key.path: value} or a list of "key.path=value" strings."""
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        return tuple(f"{key}={_yaml_text(value)}" for key, value in raw.items())
+    if isinstance(raw, list) and all(isinstance(t, str) and "=" in t for t in raw):
+        return tuple(raw)
+    raise ConfigError(f"{where}: `set` must be a mapping such as {{g2rl.scaler: eq12}} or a list of "
+                      f"'key.path=value' strings, got {raw!r}")
+
+
+def _arm(raw: Any, k: int, path: str) -> Arm:
+    where = f"{_where(path)}, arms[{k}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with keys {', '.join(ARM_KEYS)}, got {raw!r}")
+    unknown = sorted(set(raw) - set(ARM_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown arm key {', '.join(map(repr, unknown))}; an arm has only "
+                          f"{', '.join(ARM_KEYS)} (put config fields under `set`, e.g. set: {{g2rl.lam: 0.5}})")
+    name, method = raw.get("name"), raw.get("method")
+    if not isinstance(name, str) or not name.strip() or "'" in name:
+        raise ConfigError(f"{where}: `name` {name!r} must be a non-empty string without quotes, e.g. name: g2rl-eq12")
+    if not isinstance(method, str) or not method:
+        raise ConfigError(f"{where} ({name}): give a `method`, e.g. method: g2rl")
+    overrides = _overrides(raw.get("set"), f"{where} ({name})")
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in CELL_KEYS:
+            raise ConfigError(f"{where} ({name}): `set` may not set {key}; the arm's `method` and the study's "
+                              "`seeds` set it")
+    return Arm(name.strip(), method, overrides)
+
+
+def _seeds(raw: Any, path: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{_where(path)}: `seeds` {raw!r} must be a non-empty list of integers, "
+                          "e.g. seeds: [0, 1, 2]")
+    bad = [s for s in raw if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if bad:
+        raise ConfigError(f"{_where(path)}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
+    dupes = sorted({s for s in raw if raw.count(s) > 1})
+    if dupes:
+        raise ConfigError(f"{_where(path)}: seeds {dupes} are listed more than once")
+    return tuple(raw)
+
+
+def _probe(raw: Any, path: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"benchmark": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{_where(path)}: `probe` must be a benchmark name, a mapping with keys "
+                          f"{', '.join(PROBE_KEYS)}, or null, got {raw!r}")
+    unknown = sorted(set(raw) - set(PROBE_KEYS))
+    if unknown:
+        raise ConfigError(f"{_where(path)}: unknown probe key {', '.join(map(repr, unknown))}; "
+                          f"valid: {', '.join(PROBE_KEYS)}")
+    probe = DEFAULT_PROBE | raw
+    for key in ("n", "max_problems"):
+        value = probe[key]
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{_where(path)}: probe.{key} {value!r} must be an integer >= 1"
+                              + (" (or null: every problem)" if key == "max_problems" else ""))
+    return probe
+
+
+def parse_study(data: dict[str, Any], path: str) -> Study:
+    """The checked study of a parsed study file; raises ConfigError naming the value and the fix."""
+    data = dict(data)
+    study = {key: data.pop(key) for key in STUDY_KEYS if key in data}
+    if "arms" not in study or not isinstance(study["arms"], list) or not study["arms"]:
+        raise ConfigError(f"{_where(path)}: give a non-empty list `arms`, each with a name and a method, e.g. "
+                          "arms: [{name: grpo, method: grpo}]")
+    if "seeds" not in study:
+        raise ConfigError(f"{_where(path)}: give `seeds`, e.g. seeds: [0, 1, 2]")
+    for key in ("method", "seed"):
+        if key in data:
+            raise ConfigError(f"{_where(path)}: a study sets {key} per cell; drop the top-level {key!r} "
+                              "(each arm has a `method`, the study `seeds`)")
+    if isinstance(data.get("tracking"), dict) and "experiment" in data["tracking"]:
+        raise ConfigError(f"{_where(path)}: set the experiment with the top-level `experiment:`, not "
+                          "tracking.experiment")
+    experiment = study.get("experiment", "study")
+    if not isinstance(experiment, str) or not experiment or "'" in experiment:
+        raise ConfigError(f"{_where(path)}: `experiment` {experiment!r} must be a non-empty name without quotes")
+    arms = tuple(_arm(raw, k, path) for k, raw in enumerate(study["arms"]))
+    names = [a.name for a in arms]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{_where(path)}: arm name(s) {', '.join(map(repr, dupes))} appear more than once; "
+                          "give every arm its own name")
+    seeds = _seeds(study["seeds"], path)
+    cells, cell_arms = [], []
+    for arm in arms:
+        try:
+            configs = cell_configs([arm.method], seeds, [data], list(arm.overrides), experiment)
+        except ConfigError as err:
+            raise ConfigError(f"{_where(path)}, arm {arm.name!r}: {err}") from None
+        cells += configs
+        cell_arms += [arm.name] * len(configs)
+    by_hash: dict[str, str] = {}
+    for cfg, name in zip(cells[:: len(seeds)], names, strict=True):
+        digest = config_hash(cfg)
+        if digest in by_hash:
+            raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {name!r} resolve to the same config; "
+                              "drop one, or make their `set` differ")
+        by_hash[digest] = name
+    return Study(path=path, experiment=experiment, report_dir=Path(study.get("report_dir") or f"reports/{experiment}"),
+                 seeds=seeds, arms=arms, base=data, probe=_probe(study.get("probe", DEFAULT_PROBE), path),
+                 cells=tuple(cells), cell_arms=tuple(cell_arms))
+
+
+def load_study(path: str | Path) -> Study:
+    return parse_study(load_yaml(path), str(path))
