@@ -136,13 +136,19 @@ def zero_variance_groups(rewards: np.ndarray, groups: np.ndarray, *, atol: float
     ``train/zero_variance_groups``. TRL's own ``frac_reward_zero_std`` is a
     fraction of completions, not a count of groups.
     """
+    spread, _ = _group_spread(rewards, groups)
+    return int(np.sum(spread <= atol))
+
+
+def _group_spread(rewards: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(max - min of each group's rewards (G,), each row's group code (N,))."""
     r = _flat("rewards", rewards, dtype=np.float64)  # (N,)
     codes, n_groups = _group_codes(groups, r.size)
     lo = np.full(n_groups, np.inf)
     hi = np.full(n_groups, -np.inf)
     np.minimum.at(lo, codes, r)
     np.maximum.at(hi, codes, r)
-    return int(np.sum(hi - lo <= atol))
+    return hi - lo, codes
 
 
 # --------------------------------------------------------------------------- G2RL
@@ -270,13 +276,8 @@ def uniform_rows(rewards: np.ndarray, groups: np.ndarray) -> np.ndarray:
     Exact equality: G2RL's base rewards are exactly -1 or +1. A group of one
     counts as all equal.
     """
-    r = _flat("rewards", rewards, dtype=np.float64)  # (N,)
-    codes, n_groups = _group_codes(groups, r.size)
-    lo = np.full(n_groups, np.inf)
-    hi = np.full(n_groups, -np.inf)
-    np.minimum.at(lo, codes, r)
-    np.maximum.at(hi, codes, r)
-    return (hi == lo)[codes]
+    spread, codes = _group_spread(rewards, groups)
+    return (spread == 0)[codes]
 
 
 def g2rl_shaped_rewards(
