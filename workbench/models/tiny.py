@@ -101,7 +101,15 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
 
 def _supervised(model, tok, draw, steps: int, description: str) -> None:
     """Next-token loss on the target tokens (and EOS) of pairs from ``draw()``."""
+    threads = torch.get_num_threads()  # the caller's (e.g. training.cpu_threads), restored at the end
     torch.set_num_threads(min(2, os.cpu_count() or 1))  # measured at this size: 0.18 s a step on 2 threads, 0.29 on 1
+    try:
+        _train_steps(model, tok, draw, steps, description)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_steps(model, tok, draw, steps: int, description: str) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=WARMSTART["learning_rate"], weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=WARMSTART["learning_rate"], total_steps=max(steps, 1))
 
