@@ -14,6 +14,7 @@ from workbench.report import add_report_parser
 from workbench.study import add_study_parser
 from workbench.sweep import add_sweep_parser
 from workbench.registry import UnknownNameError
+from workbench.signals import sigterm_as_interrupt
 from workbench.tracking import TrackingError, closing_run, tracking_uri
 
 USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
@@ -72,12 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if point is not None and process_rank()[0] == 0:
         where = f"checkpoint {point.checkpoint}" if point.checkpoint else "step 0 (no checkpoint was saved yet)"
         print(f"Resuming run {point.run_id} from {where}.", file=sys.stderr)
-    previous = _sigterm_as_interrupt()
-    try:
-        with closing_run(tracker):
-            train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
-    finally:
-        _restore_sigterm(previous)
+    with sigterm_as_interrupt(), closing_run(tracker):
+        train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
     if process_rank()[0] == 0:
         _print_where(cfg, tracker.run_id)
     return 0
@@ -101,28 +98,6 @@ def _refuse_config_flags(args: argparse.Namespace) -> None:
     if given:
         raise ConfigError(f"--resume continues a run with its own recorded config; drop {', '.join(given)} "
                           "(or start a new run without --resume)")
-
-
-def _sigterm_as_interrupt():
-    """In the main thread, SIGTERM (a scheduler's or torchrun's stop) raises KeyboardInterrupt, so the
-    run is marked KILLED rather than left RUNNING; returns the previous handler."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, interrupt)
-
-
-def _restore_sigterm(previous) -> None:
-    import signal
-
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

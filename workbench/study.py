@@ -77,7 +77,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from workbench.cli import _restore_sigterm, _sigterm_as_interrupt
+    from workbench.signals import sigterm_as_interrupt
     from workbench.study_report import write_study_report
     from workbench.tracking import tracking_uri
 
@@ -94,11 +94,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         console.print(f"Study: {len(study.arms)} arms x {len(study.seeds)} seeds = {len(study.cells)} cells in "
                       f"experiment {study.experiment!r} at {tracking_uri()}")
         t0 = time.perf_counter()
-        previous = _sigterm_as_interrupt()
-        try:
+        with sigterm_as_interrupt():
             results, probed = run_study(study, console=console)
-        finally:
-            _restore_sigterm(previous)
         wall_s = time.perf_counter() - t0
         Console().print(summary_table(results, study.experiment))
         failed = sum(r.status == "failed" for r in results) + sum(p[1] == "failed" for p in probed)

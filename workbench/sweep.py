@@ -411,7 +411,7 @@ def print_cells(args: argparse.Namespace, configs: Sequence[WorkbenchConfig], ex
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from workbench.cli import _restore_sigterm, _sigterm_as_interrupt
+    from workbench.signals import sigterm_as_interrupt
     from workbench.tracking import tracking_uri
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -445,12 +445,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     what = f"cell {args.cell} of " if cells else ""
     console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
                   f"in experiment {experiment!r} at {tracking_uri()}")
-    previous = _sigterm_as_interrupt()  # a scheduler's stop marks the cell's run KILLED, resumable
-    try:
+    with sigterm_as_interrupt():  # a scheduler's stop marks the cell's run KILLED, resumable
         results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
                         rerun_running=args.rerun_running, cells=cells)
-    finally:
-        _restore_sigterm(previous)
     Console().print(summary_table(results, experiment))
     failed = [r for r in results if r.status == "failed"]
     probes_failed = []
