@@ -20,6 +20,7 @@ from scipy import stats
 
 from analysis.geometry import DIRECTION_NAMES, pairs_frame, unit_rows
 from analysis.loaders import stack
+from analysis.records import SCORE_COLUMNS
 from analysis.passk import (
     maj_at_k_per_problem,
     maj_at_k_table,
@@ -29,7 +30,6 @@ from analysis.passk import (
 
 BAND_KINDS = ("min-max", "std", "ci95")
 FRACTION_NAMES = ("neg_frac", "orth_frac", "opp_frac", "aligned_frac")
-SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
 _EVAL_KEY = re.compile(r"^eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
 _RUN_FIELDS = ("run_id", "run_name", "method", "seed", "preset", "task", "status", "last_step")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis import records
+
 RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "arm", "status", "start_time",
                "last_step", "final_reward"]
 KIND_TAG = "workbench.kind"  # "probe" for `workbench probe` runs (DESIGN 10); absent on training and eval runs
@@ -81,8 +83,8 @@ def metric_history(run_id: str, key: str, uri: str) -> pd.DataFrame:
     return frame.sort_values("step", kind="stable").drop_duplicates("step", keep="last").reset_index(drop=True)
 
 
-DUMP_DIR = "features"
-EVAL_DIR = "eval"
+DUMP_DIR = records.FEATURES_DIR
+EVAL_DIR = records.EVAL_DIR
 
 
 def _step_of(path: str) -> int | None:
@@ -146,7 +148,7 @@ def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: st
     wanted = available if steps is None else [s for s in steps if s in set(available)]
     frames, invalid = [], []
     for step in wanted:
-        frame = _read_parquet_artifact(repository, f"{folder}/step_{step:06d}.parquet")
+        frame = _read_parquet_artifact(repository, records.step_path(folder, step))
         if frame is None:
             invalid.append(step)
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from analysis import compare, loaders
+from analysis import compare, loaders, records
 
 Stamp = tuple[int, str]  # (last step, status) of a run: changes while it trains
 
@@ -101,7 +101,7 @@ def step_dump(run_id: str, uri: str, step: int, folder: str = loaders.DUMP_DIR) 
     except Exception as err:  # noqa: BLE001 - shown as a notice for this step
         return pd.DataFrame(), f"{type(err).__name__}: {err}"
     if frame.attrs.get("invalid_steps"):
-        return pd.DataFrame(), f"{folder}/step_{step:06d}.parquet is truncated or corrupt"
+        return pd.DataFrame(), f"{records.step_path(folder, step)} is truncated or corrupt"
     return frame, None
 
 

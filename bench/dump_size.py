@@ -3,7 +3,7 @@
 One step of the paper's batch: 16 prompts x 16 completions (256 rows), Phi of d = 2048
 (Qwen3-1.7B's hidden size), 384-dim text embeddings (MiniLM), texts of about 6,000 characters
 (~1,500 tokens; the paper's completions run to 3,072 tokens). The dump is built by
-:meth:`workbench.recording.StepRecorder.frame` and written by
+:func:`trainers.step_record.dump_table` and written by
 :func:`workbench.tracking.write_parquet` (what ``MlflowTracker.log_parquet`` writes), for
 ``features.dtype`` float32 and float16 and for ``features.project_dim`` 256; once more with
 pyarrow's defaults (dictionary encoding tried on every column) for comparison.
@@ -65,19 +65,19 @@ def within_group_cosines(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 def run() -> list[Row]:
     from analysis.geometry import direction_fractions
-    from workbench.config import FeaturesConfig
-    from workbench.recording import StepRecorder
-    from workbench.tracking import NullTracker, write_parquet
+    from trainers.step_record import StepRecord, dump_table
+    from workbench.tracking import write_parquet
 
     batch, shaped, adv, prompts, prompt_ids, texts, num_tokens = step_batch()
+    record = StepRecord(step=1, batch=batch, shaped=shaped, advantages=adv, prompts=prompts, prompt_ids=prompt_ids,
+                        texts=texts, num_tokens=num_tokens, timed_out=[False] * len(texts))
     exact = within_group_cosines(batch.features, batch.groups)
     rows = []
     variants = [("float32", None), ("float16", None), ("float32", 256), ("float16", 256)]
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype, dim in variants:
-            rec = StepRecorder(NullTracker(), FeaturesConfig(dtype=dtype, project_dim=dim), seed=0)
-            table = rec.frame(1, batch, shaped, adv, prompts, prompt_ids, texts, num_tokens)
+            table = dump_table(record, dtype=dtype, project_dim=dim, seed=0)
             path = Path(tmp) / f"{dtype}-{dim}.parquet"
             write_parquet(table, path)
             size = path.stat().st_size
@@ -103,8 +103,7 @@ def run() -> list[Row]:
                                   f"{after['neg_frac']:.3f}")))
     full = sizes[("float32", None)]
     with tempfile.TemporaryDirectory() as tmp:  # pyarrow's defaults, for comparison
-        table = StepRecorder(NullTracker(), FeaturesConfig(dtype="float32"), seed=0).frame(
-            1, batch, shaped, adv, prompts, prompt_ids, texts, num_tokens)
+        table = dump_table(record, dtype="float32", seed=0)
         path = Path(tmp) / "defaults.parquet"
         pq.write_table(table, path)
         rows.append(Row(BENCH, "Qwen3-1.7B scale: float32, d 2048, pyarrow defaults (dictionary encoding on every "

@@ -5,7 +5,7 @@ round after round (see ``bench/harness.py``):
 
 - **TRL**: ``trl.GRPOTrainer`` given exactly the model, ``GRPOConfig``, dataset and verifier
   reward that ``workbench run --method grpo`` builds, and nothing else (no hooks, no callbacks).
-- **ours, logging off**: ``WorkbenchTrainer`` with ``features.every=0``, logging its scalar
+- **ours, logging off**: ``MethodTrainer`` with ``features.every=0``, logging its scalar
   metrics to an MLflow store (SQLite in a scratch folder).
 - **ours, logging on**: the default, ``features.every=1``: Phi by the sampling route, text
   embeddings (MiniLM), geometry metrics and a Parquet feature dump, every step, to that store.

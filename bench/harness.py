@@ -1,7 +1,7 @@
 """Build trainers exactly as ``workbench.train.train`` does, without training, so benchmarks can
 interleave them: each trainer is built once, then ``trainer.train()`` is called once per round.
 
-``train(cfg, tracker)`` builds model, data, method, recorder and a ``WorkbenchTrainer`` and calls
+``train(cfg, tracker)`` builds model, data, method, recorder and a ``MethodTrainer`` and calls
 its ``train()``; :func:`build_trainer` runs that same function with the trainer's ``train()``
 deferred and returns the trainer. With ``plain=True`` the trainer is a bare ``trl.GRPOTrainer``
 given the same model, arguments, data and verifier reward (and none of the workbench's hooks or
@@ -73,27 +73,27 @@ class StepClock(TrainerCallback):
 def _deferred(plain: bool) -> Iterator[dict]:
     import trainers.trainer as module
 
-    original = module.WorkbenchTrainer
+    original = module.MethodTrainer
     box: dict = {}
 
     def factory(*args, **kwargs):
         if plain:
             from trl import GRPOTrainer
 
-            for name in ("method", "recorder", "embedder", "want_features", "route", "callbacks"):
+            for name in ("method", "verifier", "geometry", "recorder", "callbacks"):
                 kwargs.pop(name)
-            trainer = GRPOTrainer(*args, reward_funcs=[kwargs.pop("verifier")], **kwargs)
+            trainer = GRPOTrainer(*args, **kwargs)
         else:
             trainer = original(*args, **kwargs)
         trainer.train = lambda *a, **k: None  # instance attribute: train(cfg, ...) returns at once
         box["trainer"] = trainer
         return trainer
 
-    module.WorkbenchTrainer = factory
+    module.MethodTrainer = factory
     try:
         yield box
     finally:
-        module.WorkbenchTrainer = original
+        module.MethodTrainer = original
 
 
 def build_trainer(cfg, tracker, plain: bool = False):

@@ -144,6 +144,7 @@ class _Capture:
 
 def _record(texts: list[str], verdicts) -> _Capture:
     """Record one step of ``texts`` (one group) as the trainer does; return what was logged."""
+    from trainers.step_record import StepRecord
     from workbench.recording import StepRecorder
 
     n = len(texts)
@@ -153,10 +154,10 @@ def _record(texts: list[str], verdicts) -> _Capture:
                       answers=[v.answer for v in verdicts])
     base = correct.astype(float)
     tracker = _Capture()
-    StepRecorder(tracker, FeaturesConfig(every=1)).record(
+    StepRecorder(tracker, FeaturesConfig(every=1)).record(StepRecord(
         step=1, advantages=base - base.mean(), batch=batch, shaped=Shaped(base, base),
         timed_out=[v.timed_out for v in verdicts], prompts=["p"] * n, prompt_ids=["0"] * n, texts=texts,
-        num_tokens=[len(t) for t in texts], feature_s=0.0, embed_s=0.0)
+        num_tokens=[len(t) for t in texts]))
     return tracker
 
 
@@ -256,7 +257,7 @@ def test_nan_rewards_stop_the_run_as_failed_and_keep_what_was_recorded(store, mo
 
 
 def test_infinite_rewards_are_refused_with_their_indices():
-    from trainers.trainer import _check_finite
+    from trainers.geometry import _check_finite
 
     with pytest.raises(FloatingPointError, match=r"2 shaped rewards are NaN or infinite \(indices \[1, 3\]\)"):
         _check_finite(Shaped(np.zeros(4), np.array([0.0, np.inf, 1.0, -np.inf])))
@@ -265,13 +266,13 @@ def test_infinite_rewards_are_refused_with_their_indices():
 @pytest.mark.parametrize("method", ["g2rl", "evol_rl"])
 def test_zero_gradient_features_and_embeddings_give_defined_scores(method):
     from analysis.geometry import geometry_metrics
-    from trainers.registry import resolve_method
+    from workbench.config import build_method
 
     n = 8
     batch = StepBatch(groups=np.arange(n) // 4, correct=np.arange(n) % 3 == 0, has_answer=np.ones(n, bool),
                       answers=["1"] * n, features=np.zeros((n, 16), np.float32),
                       embeddings=np.zeros((n, 8), np.float32))
-    shaped = resolve_method(method)(build_config([{"method": method}])).shape(batch)
+    shaped = build_method(build_config([{"method": method}])).shape(batch)
     assert np.isfinite(shaped.shaped_reward).all()
     for name, values in shaped.scores.items():
         assert np.isfinite(values).all() and ((values >= 0) & (values <= 1)).all(), name

@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from trainers.registry import resolve_method
-from trainers.trainer import gather_step_batch
-from workbench.config import build_config
+from trainers.geometry import gather_step_batch
+from workbench.config import build_config, build_method
 
 N, GROUP, WORLD = 12, 4, 2  # 3 groups of 4; rank 0 holds rows 0-5, so group 1 spans both ranks
 
@@ -30,9 +29,10 @@ def _data(seed: int = 0):
 
 def _shaped(method: str, correct, answers, features, emb) -> list[float]:
     cfg = build_config([{"method": method}])
-    batch = gather_step_batch(torch.tensor(correct, dtype=torch.float32), answers, torch.from_numpy(features),
+    rewards = torch.tensor(correct, dtype=torch.float32)
+    batch = gather_step_batch(rewards, torch.ones(N, dtype=torch.bool), answers, torch.from_numpy(features),
                               torch.from_numpy(emb), GROUP)
-    return resolve_method(method)(cfg).shape(batch).shaped_reward.tolist()
+    return build_method(cfg).shape(batch).shaped_reward.tolist()
 
 
 def _worker(rank: int, port: int, out: str) -> None:

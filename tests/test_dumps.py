@@ -23,7 +23,9 @@ from mlflow.tracking import MlflowClient
 from analysis.geometry import DIRECTION_NAMES, SEMANTIC_NAMES, geometry_metrics
 from analysis.loaders import RUN_COLUMNS, artifact_steps, load_dumps, metric_history, runs_table, stack
 from workbench.config import FeaturesConfig, build_config, flatten
-from workbench.recording import DUMP_COLUMNS, StepRecorder, dump_path, random_projection
+from analysis.records import DUMP_COLUMNS, dump_path
+from trainers.step_record import StepRecord, random_projection
+from workbench.recording import StepRecorder
 from workbench.tracking import MlflowTracker, NullTracker, experiment_id
 
 from conftest import SMALL  # noqa: E402
@@ -272,7 +274,7 @@ def _fake_batch(n_groups: int, m: int, d: int, e: int, seed: int = 0):
     shaped = Shaped(base_reward=base, shaped_reward=base, scores={"nu": rng.random(n)})
     texts = [f"completion {i}" for i in range(n)]
     return batch, shaped, dict(prompts=[f"p{g}" for g in batch.groups], prompt_ids=[str(g) for g in batch.groups],
-                               texts=texts, num_tokens=[3] * n)
+                               texts=texts, num_tokens=[3] * n, timed_out=[False] * n)
 
 
 @pytest.mark.parametrize(
@@ -284,7 +286,7 @@ def test_dtype_and_projection_options_give_documented_columns(tmp_path, dtype, p
     d, e = 64, 24
     batch, shaped, text = _fake_batch(n_groups=3, m=4, d=d, e=e)
     recorder = StepRecorder(NullTracker(), FeaturesConfig(dtype=dtype, project_dim=project_dim), seed=7)
-    table = recorder.frame(5, batch, shaped, np.zeros(len(batch.groups)), **text)
+    table = recorder.frame(StepRecord(step=5, batch=batch, shaped=shaped, advantages=np.zeros(len(batch.groups)), **text))
     pq.write_table(table, tmp_path / "dump.parquet")
     back = pq.read_table(tmp_path / "dump.parquet")
     vector = pa.list_(pa.float16() if dtype == "float16" else pa.float32())
@@ -306,8 +308,8 @@ def test_dtype_and_projection_options_give_documented_columns(tmp_path, dtype, p
 def test_geometry_is_logged_for_every_method_alike(every):
     """G2RL computes Phi even with features.every=0; geometry is still logged only when every > 0, as for GRPO."""
     batch, shaped, text = _fake_batch(n_groups=3, m=4, d=8, e=6)
-    metrics = StepRecorder(NullTracker(), FeaturesConfig(every=every)).metrics(
-        batch, shaped, np.zeros(len(batch.groups)), [False] * len(batch.groups), text["num_tokens"])
+    record = StepRecord(step=1, batch=batch, shaped=shaped, advantages=np.zeros(len(batch.groups)), **text)
+    metrics = StepRecorder(NullTracker(), FeaturesConfig(every=every)).record(record)
     logged = sorted(k for k in metrics if k.startswith("geometry/"))
     if every:
         assert logged and logged == sorted(geometry_metrics(batch.features, batch.embeddings, batch.groups,

@@ -25,8 +25,7 @@ import pytest
 
 from analysis.loaders import load_dumps, metric_history, runs_table
 from trainers.method import StepBatch
-from trainers.registry import resolve_method
-from workbench.config import build_config
+from workbench.config import build_config, build_method
 from workbench.tasks import build_task
 
 BIN = Path(sys.executable).parent
@@ -82,7 +81,7 @@ def test_accelerate_launch_two_processes_trains_g2rl_recorded_once(store, model_
                           answers=[a if isinstance(a, str) else None for a in frame["answer"]],
                           features=np.stack(frame["grad_feature"].to_numpy()).astype(np.float32),
                           embeddings=np.stack(frame["embedding"].to_numpy()).astype(np.float32))
-        single = resolve_method("g2rl")(cfg).shape(batch)
+        single = build_method(cfg).shape(batch)
         np.testing.assert_allclose(frame["shaped_reward"], single.shaped_reward, rtol=0, atol=1e-6)
         np.testing.assert_allclose(frame["nu"], single.scores["nu"], rtol=0, atol=1e-6)
         np.testing.assert_allclose(frame["nu_bar"], single.scores["nu_bar"], rtol=0, atol=1e-6)

@@ -10,13 +10,15 @@ import pytest
 
 from analysis.loaders import load_dumps, runs_table
 from conftest import SMALL
-from trainers.registry import resolve_method
+from trainers.methods import resolve_method
 from workbench.cli import main
-from workbench.registry import UnknownNameError
+from workbench.config import ConfigError, build_config, build_method
+from trainers.registry import UnknownNameError
 
 PLUGIN = textwrap.dedent('''
     import numpy as np
-    from trainers.method import Method, Shaped, StepBatch
+    from pydantic import Field
+    from trainers.method import Method, MethodOptions, Shaped, StepBatch
 
     class NoAnswerPenalty(Method):
         """Verifier reward, minus 0.5 when no answer could be extracted."""
@@ -31,6 +33,29 @@ PLUGIN = textwrap.dedent('''
 
     class NotAMethod:
         pass
+
+
+    class PenaltyOptions(MethodOptions):
+        penalty: float = Field(0.5, ge=0, description="Subtracted when no answer was extracted.")
+
+
+    class ScaledPenalty(Method):
+        """Its own options section and its own score column."""
+
+        section = "penalty"
+        Options = PenaltyOptions
+        score_columns = ("missing",)
+
+        def shape(self, batch: StepBatch) -> Shaped:
+            base = batch.correct.astype(float)
+            missing = (~batch.has_answer).astype(float)
+            return Shaped(base_reward=base, shaped_reward=base - self.options.penalty * missing,
+                          scores={"missing": missing})
+
+
+    class TakesTraining(Method):
+        section = "training"
+        Options = PenaltyOptions
 ''')
 
 
@@ -62,3 +87,32 @@ def test_plugin_trains_and_records_its_rewards(store, model_cache, plugin_module
     np.testing.assert_allclose(dumps["shaped_reward"], expected)
     assert (dumps["novelty"] == 0.25).all()
     assert "metric.plugin/no_answer" in runs.columns
+
+
+def test_a_plugin_declares_its_own_options_section(plugin_module):
+    cfg = build_config([{"method": "my_methods:ScaledPenalty"}], ["penalty.penalty=0.25"])
+    assert cfg.penalty.penalty == 0.25 and cfg.g2rl.lam == 1.0  # the built-ins' sections are always there
+    method = build_method(cfg)
+    assert method.options is cfg.penalty  # handed its own section only
+    with pytest.raises(ConfigError, match="penalty.penalty=-1"):
+        build_config([{"method": "my_methods:ScaledPenalty"}], ["penalty.penalty=-1"])
+    with pytest.raises(ConfigError, match="'nope' is not a field of penalty; valid: penalty"):
+        build_config([{"method": "my_methods:ScaledPenalty"}], ["penalty.nope=1"])
+    with pytest.raises(ConfigError, match="unknown config key 'penalty.penalty'"):  # grpo has no such section
+        build_config([{"method": "grpo"}], ["penalty.penalty=0.25"])
+    with pytest.raises(ConfigError, match="section 'training', which is taken"):
+        build_config([{"method": "my_methods:TakesTraining"}])
+
+
+def test_a_plugins_options_and_scores_reach_the_run(store, model_cache, plugin_module):
+    argv = ["run", "--method", "my_methods:ScaledPenalty", "--experiment", "plugin-options", "--set",
+            "penalty.penalty=0.25"]
+    for override in SMALL:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    runs = runs_table("plugin-options", store)
+    assert runs["param.penalty.penalty"].iloc[0] == "0.25"
+    dumps = load_dumps(runs["run_id"].iloc[0], store)
+    missing = dumps["answer"].isna().astype(float)
+    np.testing.assert_allclose(dumps["missing"], missing)  # the method's own score column is dumped
+    np.testing.assert_allclose(dumps["shaped_reward"], dumps["correct"].astype(float) - 0.25 * missing)

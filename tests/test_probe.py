@@ -13,7 +13,7 @@ from analysis.geometry import geometry_metrics
 from analysis.loaders import load_dumps, metric_history, stack
 from workbench.cli import main
 from workbench.config import build_config
-from workbench.recording import DUMP_COLUMNS
+from analysis.records import DUMP_COLUMNS
 from workbench.tasks import build_task
 from workbench.train import start_tracker, train
 

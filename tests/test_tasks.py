@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workbench.registry import UnknownNameError
+from trainers.registry import UnknownNameError
 from workbench.tasks import BENCHMARKS, TASKS, Problem, TaskOptions, Verdict, build_task, load_benchmark
 from workbench.tasks import math_task as math_task_module
 from workbench.tasks import verify as verify_module

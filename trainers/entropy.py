@@ -11,13 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainers.method import Method
-from trainers.registry import METHODS
+from pydantic import Field
+
+from trainers.method import METHODS, Method, MethodOptions
+
+
+class EntropyOptions(MethodOptions):
+    """The ``entropy`` section."""
+
+    coef: float = Field(0.01, ge=0, le=1, description="Entropy bonus coefficient eta (loss - eta * H).")
 
 
 @METHODS.register("entropy")
 class EntropyBonus(Method):
     """GRPO's rewards; TRL adds ``-entropy.coef * H`` to the loss."""
 
+    section = "entropy"
+    Options = EntropyOptions
+
     def trainer_args(self) -> dict[str, Any]:
-        return {"entropy_coef": self.cfg.entropy.coef}
+        return {"entropy_coef": self.options.coef}

@@ -10,20 +10,30 @@ the original label-free variant.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field
 
 from trainers import shaping
-from trainers.method import Method, Shaped, StepBatch
-from trainers.registry import METHODS
+from trainers.method import METHODS, Method, MethodOptions, Shaped, StepBatch
+
+
+class EvolRLOptions(MethodOptions):
+    """The ``evol_rl`` section."""
+
+    labels: Literal["verifier", "majority"] = Field("verifier", description="Correctness labels: verifier or majority vote.")
 
 
 @METHODS.register("evol_rl")
 class EvolRL(Method):
+    section = "evol_rl"
+    Options = EvolRLOptions
     needs_embeddings = True
     score_columns = ("novelty",)
 
     def shape(self, batch: StepBatch) -> Shaped:
-        if self.cfg.evol_rl.labels == "majority":
+        if self.options.labels == "majority":
             labels = shaping.majority_labels(batch.answers, batch.groups)
         else:
             labels = batch.correct

@@ -25,21 +25,56 @@ the advantage is r~ - mean(r~) and scales with lambda.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
+from pydantic import Field, model_validator
 
 from trainers import shaping
-from trainers.method import Method, Shaped, StepBatch
-from trainers.registry import METHODS
+from trainers.method import METHODS, Method, MethodOptions, Shaped, StepBatch
+
+
+class G2RLOptions(MethodOptions):
+    """The ``g2rl`` section (DESIGN 3.4)."""
+
+    lam: float = Field(1.0, ge=0, le=2, description="Scaler strength lambda; [0, 2] keeps the clip at 3 inactive.")
+    scaler: Literal["paper_text", "eq12"] = Field("paper_text", description="Which reading of the reward scaler.")
+    route: Literal["sampling", "forward"] = Field(
+        "sampling", description="Where Phi is computed (for every method's geometry too): summed while sampling, "
+                                "or by one no-grad forward pass after generation (always with vLLM).")
+    clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
+    uniform_groups: Literal["rank", "zero"] = Field(
+        "rank", description="Groups whose base rewards are all equal: 'rank' shapes them by nu_bar (the paper's "
+                            "reading); 'zero' gives them GRPO's zero advantage.")
+    base_reward: Literal["sign", "raw"] = Field(
+        "sign", description="r in eqs. 10 and 12-13: 'sign' is +1 for a reward above the correctness threshold, "
+                            "else -1 (the paper's); 'raw' is the (weighted) reward itself [ours].")
+
+    @model_validator(mode="after")
+    def _eq12_keeps_sign(self) -> G2RLOptions:
+        if self.scaler == "eq12" and self.lam > 1:
+            raise ValueError(
+                f"g2rl.lam={self.lam} with g2rl.scaler=eq12 makes f = 1 - lam * nu_bar negative, turning penalties "
+                "of wrong answers into rewards; use lam <= 1 with eq12, or scaler paper_text"
+            )
+        return self
 
 
 @METHODS.register("g2rl")
 class G2RL(Method):
+    section = "g2rl"
+    Options = G2RLOptions
     needs_features = True
     score_columns = ("nu", "nu_bar")
 
     def shape(self, batch: StepBatch) -> Shaped:
-        cfg = self.cfg.g2rl
-        base = shaping.g2rl_base_rewards(batch.correct, batch.has_answer)
+        cfg = self.options
+        if cfg.base_reward == "raw":
+            if batch.rewards is None:
+                raise ValueError("g2rl.base_reward='raw' needs the batch's rewards (StepBatch.rewards)")
+            base = np.asarray(batch.rewards, dtype=np.float64)
+        else:
+            base = shaping.g2rl_base_rewards(batch.correct, batch.has_answer)
         nu = shaping.exploration_score(batch.features, base, batch.groups)
         nu_bar = shaping.minmax_in_group(nu, batch.groups)
         shaped = shaping.g2rl_shaped_rewards(base, nu_bar, cfg.lam, cfg.scaler, cfg.clip, groups=batch.groups,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from trainers.method import Method
-from trainers.registry import METHODS
+from trainers.method import METHODS, Method
 
 
 @METHODS.register("grpo")

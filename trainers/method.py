@@ -1,11 +1,16 @@
-"""What a method is: a reward shaper on whole groups, plus trainer options.
+"""What a method is: a reward shaper on whole groups, its own options, and trainer options.
 
 Every method shares GRPO's clipped objective and KL control (DESIGN 3); a method
 only decides the rewards GRPO standardises, and may set trainer options (the
-entropy bonus sets TRL's ``entropy_coef``). The shared TRL subclass
-(``trainers.trainer.WorkbenchTrainer``) gathers a generation batch across
+entropy bonus sets TRL's ``entropy_coef``). The one TRL subclass
+(:class:`trainers.trainer.MethodTrainer`) gathers a generation batch across
 processes into one :class:`StepBatch`, calls :meth:`Method.shape` and hands the
 shaped rewards back to TRL, which computes the advantages.
+
+A method's options live beside it: a :class:`MethodOptions` subclass named by
+``Method.Options`` and the config section ``Method.section`` (``g2rl`` for
+G2RL). ``workbench run`` validates that section (YAML, ``--set g2rl.lam=0.5``)
+and hands the method only its own section, also for a plug-in method.
 
 This module imports no torch, so naming a method costs nothing at start-up.
 """
@@ -13,12 +18,22 @@ This module imports no torch, so naming a method costs nothing at start-up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from workbench.config import WorkbenchConfig
+from trainers.registry import Registry
+
+
+class MethodOptions(BaseModel):
+    """Base of a method's options: unknown keys and bad values are refused, each field documented.
+
+    Declare fields with ``pydantic.Field(default, description=...)``; the
+    description is the help text of ``--set <section>.<field>``.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 @dataclass(frozen=True)
@@ -30,11 +45,12 @@ class StepBatch:
     """
 
     groups: np.ndarray  # (N,) int
-    correct: np.ndarray  # (N,) bool, the verifier's verdict
-    has_answer: np.ndarray  # (N,) bool, an answer could be extracted
-    answers: list[str | None]  # (N,) extracted answers
+    correct: np.ndarray  # (N,) bool: the (weighted) reward is above the correctness threshold
+    has_answer: np.ndarray  # (N,) bool, an answer could be extracted (scorable, without a verifier)
+    answers: list[str | None]  # (N,) extracted answers (None without a verifier)
     features: np.ndarray | None = None  # (N, d) Phi, when computed
     embeddings: np.ndarray | None = None  # (N, e) unit text embeddings, when computed
+    rewards: np.ndarray | None = None  # (N,) TRL's reward: the weighted sum of the reward functions
 
 
 @dataclass(frozen=True)
@@ -51,15 +67,24 @@ class Method:
     """Base class of methods: GRPO's binary reward, unchanged.
 
     Subclass it in your own module and run ``workbench run --method mod:Class``.
+    To give it options, set ``Options`` to a :class:`MethodOptions` subclass and
+    ``section`` to its config section name; ``self.options`` is then that
+    section, validated.
     """
 
     name: ClassVar[str] = "grpo"
+    section: ClassVar[str | None] = None  # config section of the options, e.g. "g2rl"
+    Options: ClassVar[type[MethodOptions] | None] = None  # its fields
     needs_features: ClassVar[bool] = False  # shape() reads batch.features
     needs_embeddings: ClassVar[bool] = False  # shape() reads batch.embeddings
-    score_columns: ClassVar[tuple[str, ...]] = ()  # keys of Shaped.scores
+    score_columns: ClassVar[tuple[str, ...]] = ()  # keys of Shaped.scores, dumped as columns
 
-    def __init__(self, cfg: WorkbenchConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, options: MethodOptions | None = None) -> None:
+        if self.Options is not None:
+            options = self.Options() if options is None else options
+            if not isinstance(options, self.Options):
+                raise TypeError(f"method {self.name!r} takes {self.Options.__name__}, got {type(options).__name__}")
+        self.options = options
 
     def trainer_args(self) -> dict[str, Any]:
         """Overrides of TRL's GRPOConfig that this method needs."""
@@ -68,3 +93,7 @@ class Method:
     def shape(self, batch: StepBatch) -> Shaped:
         base = batch.correct.astype(np.float64)
         return Shaped(base_reward=base, shaped_reward=base)
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+"""The built-in methods by name; each module registers its class with ``@METHODS.register``."""

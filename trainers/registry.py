@@ -1,58 +1,61 @@
-"""The method registry: built-in names, ``module:Class`` paths and entry points.
+"""One dispatch style for methods, tasks, model presets and benchmarks.
 
-``resolve_method("g2rl")`` returns the registered class; ``"my.module:MyMethod"``
-imports a researcher's own :class:`~trainers.method.Method` subclass; a package
-can also register one under the entry-point group ``g2rl_workbench.methods``.
+A :class:`Registry` maps a name to an object (usually a class or a factory).
+Registering a second object under a taken name is refused, and asking for an
+unknown name raises :class:`UnknownNameError` listing the valid names, so a typo
+on the command line tells the user what they could have typed.
 """
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
-from trainers.method import Method
-from workbench.registry import Registry, UnknownNameError
-
-METHODS: Registry[type[Method]] = Registry("method")
-ENTRY_POINT_GROUP = "g2rl_workbench.methods"
+T = TypeVar("T")
 
 
-def _load_builtins() -> None:
-    # Imported for their @METHODS.register side effect.
-    from trainers import entropy, evol_rl, g2rl, grpo  # noqa: F401
+class UnknownNameError(KeyError, ValueError):
+    """An unknown registry name; the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
-def resolve_method(name: str) -> type[Method]:
-    """The method class for a registered name, an entry point or ``module:Class``."""
-    if not METHODS.names():
-        _load_builtins()
-    if name in METHODS:
-        return METHODS.get(name)
-    if ":" in name:
-        return _import_method(name)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return _check(ep.load(), name)
-    raise UnknownNameError(
-        f"unknown method {name!r}; valid methods: {', '.join(METHODS.names())}, "
-        "or 'package.module:ClassName' for your own Method subclass"
-    )
+class Registry(Generic[T]):
+    """Name -> object map with a ``register`` decorator that refuses duplicates."""
 
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
 
-def _import_method(path: str) -> type[Method]:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UnknownNameError(f"method {path!r}: cannot import module {module_name!r} ({err}); is it on PYTHONPATH?") from None
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        raise UnknownNameError(f"method {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    return _check(obj, path)
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@REGISTRY.register("name")`` above a class or function."""
 
+        def decorator(obj: T) -> T:
+            self.add(name, obj)
+            return obj
 
-def _check(obj: object, name: str) -> type[Method]:
-    if not (isinstance(obj, type) and issubclass(obj, Method)):
-        raise UnknownNameError(f"method {name!r} is {obj!r}, not a subclass of trainers.method.Method")
-    return obj
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered (by {self._items[name]!r})")
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from analysis.geometry import unit_rows
-from workbench.registry import Registry
+from trainers.registry import Registry
 
 __all__ = [
     "SCALERS",

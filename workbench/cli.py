@@ -13,7 +13,7 @@ from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.study import add_study_parser
 from workbench.sweep import add_sweep_parser
-from workbench.registry import UnknownNameError
+from trainers.registry import UnknownNameError
 from workbench.signals import sigterm_as_interrupt
 from workbench.tracking import TrackingError, closing_run, tracking_uri
 

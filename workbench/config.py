@@ -8,12 +8,13 @@ YAML file, the CLI flags and ``--set key.path=value`` overrides.
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -90,33 +91,6 @@ class TrainingConfig(_Section):
     output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
 
 
-class EntropyConfig(_Section):
-    coef: float = Field(0.01, ge=0, le=1, description="Entropy bonus coefficient eta (loss - eta * H).")
-
-
-class EvolRLConfig(_Section):
-    labels: Literal["verifier", "majority"] = Field("verifier", description="Correctness labels: verifier or majority vote.")
-
-
-class G2RLConfig(_Section):
-    lam: float = Field(1.0, ge=0, le=2, description="Scaler strength lambda; [0, 2] keeps the clip at 3 inactive.")
-    scaler: Literal["paper_text", "eq12"] = Field("paper_text", description="Which reading of the reward scaler.")
-    route: Literal["sampling", "forward"] = Field("sampling", description="Where Phi is computed.")
-    clip: float = Field(3.0, gt=0, description="Shaped rewards are clipped to [-clip, clip].")
-    uniform_groups: Literal["rank", "zero"] = Field(
-        "rank", description="Groups whose base rewards are all equal: 'rank' shapes them by nu_bar (the paper's "
-                            "reading); 'zero' gives them GRPO's zero advantage.")
-
-    @model_validator(mode="after")
-    def _eq12_keeps_sign(self) -> G2RLConfig:
-        if self.scaler == "eq12" and self.lam > 1:
-            raise ValueError(
-                f"g2rl.lam={self.lam} with g2rl.scaler=eq12 makes f = 1 - lam * nu_bar negative, turning penalties "
-                "of wrong answers into rewards; use lam <= 1 with eq12, or scaler paper_text"
-            )
-        return self
-
-
 class FeaturesConfig(_Section):
     every: int = Field(1, ge=0, description="Dump features every N steps; 0: no dumps and no geometry metrics.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
@@ -147,21 +121,21 @@ class TrackingConfig(_Section):
 
 
 class WorkbenchConfig(_Section):
+    """The sections every run has. :func:`config_class` adds one section per method's options
+    (``entropy``, ``evol_rl``, ``g2rl``, a plug-in's own), each declared beside its method."""
+
     method: str = Field("grpo", description="grpo, entropy, evol_rl, g2rl, or 'module:Class'.")
     seed: int = Field(0, ge=0, description="Run seed (model init of RL, sampling, data order).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    entropy: EntropyConfig = Field(default_factory=EntropyConfig)
-    evol_rl: EvolRLConfig = Field(default_factory=EvolRLConfig)
-    g2rl: G2RLConfig = Field(default_factory=G2RLConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check_names(self) -> WorkbenchConfig:
-        from trainers.registry import resolve_method
+        from trainers.methods import resolve_method
         from workbench.models.presets import PRESETS
         from workbench.tasks import TASKS
 
@@ -172,6 +146,48 @@ class WorkbenchConfig(_Section):
             raise ValueError("model.preset 'path' needs model.name_or_path (a Hugging Face id or folder)")
         TASKS.get(self.task.name)
         return self
+
+
+def config_class(method: str) -> type[WorkbenchConfig]:
+    """:class:`WorkbenchConfig` with the options sections of the built-in methods and of ``method``.
+
+    Every run carries the built-in methods' sections, so runs of different
+    methods have the same params; a plug-in method (``module:Class``) adds its
+    own, which YAML and ``--set`` then reach. Unknown method: UnknownNameError.
+    """
+    from trainers.methods import builtin_methods, resolve_method
+
+    sections: dict[str, type] = {}
+    for cls in [*builtin_methods(), resolve_method(method)]:
+        if cls.section is None:
+            continue
+        if cls.section in WorkbenchConfig.model_fields or sections.get(cls.section, cls.Options) is not cls.Options:
+            raise ConfigError(f"method {method!r} declares options section {cls.section!r}, which is taken; "
+                              "rename its section (the class attribute `section`)")
+        sections[cls.section] = cls.Options
+    return _with_sections(tuple(sections.items()))
+
+
+@functools.cache
+def _with_sections(sections: tuple[tuple[str, type], ...]) -> type[WorkbenchConfig]:
+    fields = {name: (options, Field(default_factory=options, description=f"Options of the method with section {name!r}."))
+              for name, options in sections}
+    return create_model("WorkbenchConfig", __base__=WorkbenchConfig, **fields)
+
+
+def method_options(cfg: WorkbenchConfig):
+    """The options section of ``cfg.method`` (None for a method without options): all a method is handed."""
+    from trainers.methods import resolve_method
+
+    section = resolve_method(cfg.method).section
+    return getattr(cfg, section) if section else None
+
+
+def build_method(cfg: WorkbenchConfig):
+    """The :class:`~trainers.method.Method` of ``cfg``, given its own options section only."""
+    from trainers.methods import resolve_method
+
+    return resolve_method(cfg.method)(method_options(cfg))
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -246,7 +262,7 @@ def build_config(layers: list[dict[str, Any]], overrides: Sequence[str] = ()) ->
 
 
 def _merge(layers: list[dict[str, Any]], overrides: Sequence[str]) -> dict[str, Any]:
-    data = WorkbenchConfig.model_construct().model_dump()
+    data = _config_class_of(_chosen_method(layers, overrides)).model_construct().model_dump()
     for layer in layers:
         data = deep_merge(data, layer)
     for text in overrides:
@@ -261,10 +277,32 @@ def _preset_defaults(name: Any) -> dict[str, Any]:
     return PRESETS.get(name).defaults if isinstance(name, str) and name in PRESETS else {}
 
 
+def _chosen_method(layers: list[dict[str, Any]], overrides: Sequence[str]) -> Any:
+    """The method the layers and ``method=`` overrides choose (the default if none does)."""
+    method = WorkbenchConfig.model_fields["method"].default
+    for layer in layers:
+        method = layer.get("method", method)
+    for text in overrides:
+        key, value = parse_override(text)
+        method = value if key == "method" else method
+    return method
+
+
+def _config_class_of(method: Any) -> type[WorkbenchConfig]:
+    """:func:`config_class` of ``method``; for a value that names no method, the built-ins' sections
+    (validation then reports the bad method name with the other errors)."""
+    from trainers.registry import UnknownNameError
+
+    try:
+        return config_class(method if isinstance(method, str) else "grpo")
+    except UnknownNameError:
+        return config_class("grpo")
+
+
 def validate(data: dict[str, Any]) -> WorkbenchConfig:
     """Validate a config dict; the error names each bad field, its value and the rule."""
     try:
-        return WorkbenchConfig.model_validate(data)
+        return _config_class_of(data.get("method", "grpo") if isinstance(data, dict) else "grpo").model_validate(data)
     except ValidationError as err:
         lines = []
         for e in err.errors():

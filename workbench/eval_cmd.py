@@ -159,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from workbench.evaluation import score
-    from workbench.recording import eval_path
+    from analysis.records import eval_path
     from workbench.tracking import MlflowTracker, client, tracking_uri
 
     _check_args(args)

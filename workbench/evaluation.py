@@ -130,7 +130,7 @@ class EvalCallback:
 
     def evaluate(self, model, step: int) -> dict[str, float]:
         from workbench.progress import progress
-        from workbench.recording import eval_path
+        from analysis.records import eval_path
 
         e = self.cfg.eval
         frames = []

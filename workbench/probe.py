@@ -17,7 +17,7 @@ verifier, and computes for each
 
 It records one MLflow run in the source run's experiment (``--experiment``
 otherwise): the dump ``features/step_<step:06d>.parquet`` with the schema of
-DESIGN 6 (written by :class:`workbench.recording.StepRecorder`, one group per
+DESIGN 6 (written by :func:`trainers.step_record.dump_table`, one group per
 problem; ``base_reward`` = ``shaped_reward`` = the verifier reward 1/0,
 ``advantage`` NaN: nothing is trained) and the ``geometry/*`` metrics of
 :func:`analysis.geometry.geometry_metrics` (the function training logs with),
@@ -263,8 +263,9 @@ def probe_tags(source: ProbeSource, benchmark: str, seed: int) -> dict[str, str]
 def record(tracker, source: ProbeSource, samples: ProbeSamples, *, seconds: float) -> dict[str, float]:
     """Write the dump and the metrics of a probe through ``tracker``, at the checkpoint's step."""
     from analysis.geometry import geometry_metrics
+    from analysis.records import dump_path
     from trainers.method import Shaped, StepBatch
-    from workbench.recording import StepRecorder, dump_path
+    from trainers.step_record import StepRecord, dump_table
 
     correct = np.array([v.correct for v in samples.verdicts], dtype=bool)
     batch = StepBatch(groups=samples.groups, correct=correct,
@@ -273,9 +274,10 @@ def record(tracker, source: ProbeSource, samples: ProbeSamples, *, seconds: floa
                       embeddings=samples.embeddings)
     reward = correct.astype(np.float64)
     features = source.cfg.features
-    frame = StepRecorder(tracker, features, seed=source.cfg.seed).frame(
-        source.step, batch, Shaped(base_reward=reward, shaped_reward=reward), np.full(len(reward), np.nan),
-        samples.prompts, samples.prompt_ids, samples.texts, samples.num_tokens)
+    step = StepRecord(step=source.step, batch=batch, shaped=Shaped(base_reward=reward, shaped_reward=reward),
+                      advantages=np.full(len(reward), np.nan), prompts=samples.prompts, prompt_ids=samples.prompt_ids,
+                      texts=samples.texts, num_tokens=samples.num_tokens, timed_out=[v.timed_out for v in samples.verdicts])
+    frame = dump_table(step, dtype=features.dtype, project_dim=features.project_dim, seed=source.cfg.seed)
     metrics = geometry_metrics(samples.features, samples.embeddings, samples.groups, correct, tau=features.tau)
     metrics |= {"probe/accuracy": float(correct.mean()), "probe/completion_tokens": float(np.mean(samples.num_tokens)),
                 "perf/probe_s": seconds, "perf/feature_s": samples.feature_s, "perf/embed_s": samples.embed_s}

@@ -1,4 +1,4 @@
-"""Run one training job: config -> model, task, method -> WorkbenchTrainer -> MLflow run.
+"""Run one training job: config -> model, task, method -> MethodTrainer -> MLflow run.
 
 The order matters for what a failure leaves behind:
 
@@ -42,8 +42,8 @@ import numpy as np
 import yaml
 
 from workbench import __version__
-from workbench.config import ConfigError, WorkbenchConfig, flatten, to_yaml, validate
-from workbench.registry import UnknownNameError
+from workbench.config import ConfigError, WorkbenchConfig, build_method, flatten, to_yaml, validate
+from trainers.registry import UnknownNameError
 from workbench.tracking import (
     HOST_TAG,
     PID_TAG,
@@ -129,7 +129,7 @@ def sharded_weights() -> str | None:
 
 def check_sharding(cfg: WorkbenchConfig) -> None:
     """Refuse what sharded weights break: Phi reads the whole LM head, evaluation generates on rank 0 alone."""
-    from trainers.registry import resolve_method
+    from trainers.methods import resolve_method
 
     sharding = sharded_weights()
     if sharding is None:
@@ -332,8 +332,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig
 
-    from trainers.registry import resolve_method
-    from trainers.trainer import VerifierReward, WorkbenchTrainer
+    from trainers.geometry import GeometryArgs
+    from trainers.trainer import MethodTrainer, VerifierReward
     from workbench.evaluation import EvalCallback
     from workbench.models.presets import PRESETS
     from transformers.trainer_callback import ProgressCallback
@@ -352,7 +352,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         tokenizer.pad_token = tokenizer.eos_token
     dtype = getattr(torch, cfg.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    method = resolve_method(cfg.method)(cfg)
+    method = build_method(cfg)
     dataset = Dataset.from_list([_example(p, task.chat) for p in inputs.problems])
 
     t = cfg.training
@@ -394,28 +394,26 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         dataloader_num_workers=0,
         **method.trainer_args(),
     )
-    embedder = None
-    want_features = cfg.features.every > 0
-    if want_features or method.needs_embeddings:
-        from trainers.embeddings import TextEmbedder
-
-        embedder = TextEmbedder(cfg.features.encoder)
+    f = cfg.features
+    geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.every > 0, embedding_model=f.encoder,
+                            geometry_tau=f.tau, log_geometry=f.every > 0, dump_every=f.every, dump_dtype=f.dtype,
+                            dump_project_dim=f.project_dim)
     if t.use_vllm and not cuda:
         from workbench.vllm_cpu import plain_cpu_linear
 
         plain_cpu_linear()  # else TRL's weight sync into vLLM fails on CPU
     evaluator = EvalCallback(cfg, inputs.suite, tokenizer, tracker)
-    trainer = WorkbenchTrainer(
+    verifier = VerifierReward(task)
+    trainer = MethodTrainer(
         model=model,
+        reward_funcs=[verifier],
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         method=method,
-        verifier=VerifierReward(task),
+        verifier=verifier,
+        geometry=geometry,
         recorder=StepRecorder(tracker, cfg.features, seed=cfg.seed),
-        embedder=embedder,
-        want_features=want_features,
-        route=cfg.g2rl.route,
         callbacks=[TrackerCallback(tracker), evaluator.callback],
     )
     trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows reward, KL, entropy

@@ -4,7 +4,7 @@ import cached
 import streamlit as st
 from sidebar import selection
 
-from analysis import compare, loaders
+from analysis import compare, loaders, records
 
 st.title("Samples")
 sel = selection()
@@ -43,7 +43,7 @@ st.dataframe(table, width="stretch", hide_index=True, height=520, column_config=
     "completion": st.column_config.TextColumn("completion", width="large"),
     "prompt": st.column_config.TextColumn("prompt", width="medium"),
 })
-scores = [c for c in compare.SCORE_COLUMNS if c in table.columns]
+scores = [c for c in records.SCORE_COLUMNS if c in table.columns]
 st.caption("Method score: " + (", ".join(f"`{c}`" for c in scores) if scores else
                                "none (this method has no per-completion score)")
            + ". G2RL: ν (nu) and its min-max normalisation within the group ν̄ (nu_bar); EVOL-RL: novelty.")

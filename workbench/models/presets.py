@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from workbench.registry import Registry
+from trainers.registry import Registry
 
 if TYPE_CHECKING:
     from workbench.config import WorkbenchConfig

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from workbench.registry import Registry
+from trainers.registry import Registry
 
 SPLITS = ("train", "test")
 

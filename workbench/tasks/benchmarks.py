@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.registry import Registry
+from trainers.registry import Registry
 from workbench.tasks.base import TASKS, Problem, Task, TaskOptions
 from workbench.tasks.files import FileTask
 
