@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.geometry import DIRECTION_NAMES, pairs_frame, unit_rows
+from analysis.geometry import DIRECTION_NAMES, direction_terms, pairs_frame, unit_rows
 from analysis.loaders import stack
 from analysis.passk import (
     maj_at_k_per_problem,
@@ -173,26 +173,16 @@ def dump_pairs(dumps: pd.DataFrame) -> pd.DataFrame:
 def fractions_by_step(pairs: pd.DataFrame, tau: float, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:
     """Direction fractions of the gradient cosines per ``by`` and step, at threshold ``tau`` (DESIGN 4).
 
-    The same definitions as :func:`analysis.geometry.direction_fractions`
-    (opposing g < -tau, orthogonal |g| <= tau, aligned g > tau, negative g < 0,
-    and the mean cosine), vectorised over steps. Returns the ``by`` columns,
-    step, then one column per name of ``DIRECTION_NAMES``.
+    The means of :func:`analysis.geometry.direction_terms` (the definitions of
+    :func:`analysis.geometry.direction_fractions`) within each ``by`` and step.
+    Returns the ``by`` columns, step, then one column per name of ``DIRECTION_NAMES``.
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau={tau} is invalid; the orthogonality threshold must lie in [0, 1]")
     keys = [*by, "step"]
+    terms = pd.DataFrame(direction_terms(pairs.get("grad_cos", pd.Series(dtype=float)), tau))  # checks tau first
     if pairs.empty:
         return pd.DataFrame(columns=[*keys, *DIRECTION_NAMES])
-    g = pairs["grad_cos"].to_numpy(dtype=np.float64)
-    flags = pd.DataFrame({
-        "grad_cos_mean": g,
-        "neg_frac": g < 0.0,
-        "orth_frac": np.abs(g) <= tau,
-        "opp_frac": g < -tau,
-        "aligned_frac": g > tau,
-    }).astype(float)
-    flags[keys] = pairs[keys].to_numpy()
-    return flags.groupby(keys, sort=True)[list(DIRECTION_NAMES)].mean().reset_index()
+    terms[keys] = pairs[keys].to_numpy()
+    return terms.groupby(keys, sort=True)[list(DIRECTION_NAMES)].mean().reset_index()
 
 
 def dispersion_by_step(pairs: pd.DataFrame, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:
