@@ -171,7 +171,8 @@ def _step_batch(rng, method: str, step: int, steps: int, groups: int, group_size
     return dump, grad, emb
 
 
-def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, grad, emb) -> dict[str, float]:
+def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, grad, emb,
+                  tau: float) -> dict[str, float]:
     progress = step / steps
     groups = dump["group"].to_numpy()
     correct = dump["correct"].to_numpy(dtype=bool)
@@ -193,7 +194,7 @@ def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, g
         "perf/feature_s": 0.002,
         "perf/embed_s": 0.01,
     }
-    metrics |= geometry_metrics(grad, emb, groups, correct, tau=0.1)
+    metrics |= geometry_metrics(grad, emb, groups, correct, tau=tau)
     if method == "g2rl":
         metrics["g2rl/nu_mean"] = float(dump["nu"].mean())
     if method == "evol_rl":
@@ -219,14 +220,14 @@ def _eval_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return {metric_key(b, kind, k): float(v) for b, kind, k, v in table.itertuples(index=False)}
 
 
-def _params(method: str, seed: int, dumps: bool) -> dict[str, str]:
+def _params(method: str, seed: int, dumps: bool, tau: float) -> dict[str, str]:
     return {
         "method": method, "seed": seed, "model.preset": "tiny", "model.dtype": "float32",
         "task.name": "countdown", "training.learning_rate": 5e-5, "training.num_generations": 8,
         "training.beta": 0.001, "training.temperature": 1.0, "training.max_steps": 20,
         "entropy.coef": 0.01 if method == "entropy" else 0.0, "evol_rl.labels": "verifier",
         "g2rl.lam": 1.0, "g2rl.scaler": "paper_text", "g2rl.route": "sampling",
-        "features.every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": 0.1,
+        "features.every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": tau,
         "eval.n": 8, "eval.every": 10, "tracking.experiment": EXPERIMENT,
     }
 
@@ -243,11 +244,13 @@ def build_store(
     problems: int = 12,
     eval_n: int = 8,
     scratch: bool = True,
+    tau: float = 0.1,
 ) -> str:
     """Write the synthetic store under ``root`` (``mlruns.db`` + ``mlartifacts/``) and return its URI.
 
     Experiment ``workbench`` holds the methods x seeds grid. With ``scratch``, a
     second experiment ``scratch`` holds one short G2RL run without evaluations.
+    Every run records ``features.tau`` = ``tau`` and logs its geometry metrics at it.
     """
     from mlflow.tracking import MlflowClient
 
@@ -258,7 +261,7 @@ def build_store(
     artifacts = (root / "mlartifacts").resolve().as_uri()
     exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
     shape = {"groups": groups, "group_size": group_size, "dump_every": dump_every, "problems": problems,
-             "eval_n": eval_n}
+             "eval_n": eval_n, "tau": tau}
     for m_idx, method in enumerate(methods):
         for seed in seeds:
             rng = np.random.default_rng(100 * m_idx + seed)
@@ -270,14 +273,14 @@ def build_store(
 
 
 def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eval_steps: tuple[int, ...], *,
-               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int) -> str:
+               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int, tau: float) -> str:
     """One run as the trainer records it: tags, params, config.yaml, metrics, dumps, eval artifacts."""
     from mlflow.entities import Metric, Param
 
     dumps = (method, seed) != NO_DUMPS
     tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0"}
     run_id = client.create_run(exp_id, run_name=f"{method}-{seed}", tags=tags).info.run_id
-    params = [Param(k, str(v)) for k, v in _params(method, seed, dumps).items()]
+    params = [Param(k, str(v)) for k, v in _params(method, seed, dumps, tau).items()]
     client.log_batch(run_id, params=params)
     client.log_text(run_id, "\n".join(f"{p.key}: {p.value}" for p in params), "config.yaml")
     now = int(time.time() * 1000)
@@ -287,7 +290,7 @@ def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eva
         for step in range(1, steps + 1):
             dump, grad, emb = _step_batch(rng, method, step, steps, groups, group_size)
             metrics += [Metric(k, float(v), now + step, step)
-                        for k, v in _step_metrics(rng, method, step, steps, dump, grad, emb).items()]
+                        for k, v in _step_metrics(rng, method, step, steps, dump, grad, emb, tau).items()]
             if dumps and (step % dump_every == 0 or step == 1):
                 _log_parquet(client, run_id, dump, tmp / "features" / f"step_{step:06d}.parquet",
                              schema=DUMP_SCHEMA, truncate=(method, seed, step) == CORRUPT)

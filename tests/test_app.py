@@ -193,6 +193,22 @@ def test_tau_slider_recomputes_the_fractions(app):
     assert np.mean(values(g2rl["y"])) > 0.5  # most pairs lie within 0.3 of orthogonal
 
 
+def test_tau_slider_covers_zero_to_one_and_starts_at_a_large_logged_tau(tmp_path_factory, monkeypatch):
+    """features.tau may be anything in [0, 1]: a run logged at 0.7 opens the page at 0.7, and 1 can be chosen."""
+    from streamlit.testing.v1 import AppTest
+
+    uri = build_store(tmp_path_factory.mktemp("tau-store"), methods=("g2rl",), seeds=(0,), steps=2, eval_steps=(),
+                      scratch=False, tau=0.7)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "app_pages/geometry.py")
+    slider = at.slider(key="tau")
+    assert (slider.min, slider.max, slider.value) == (0.0, 1.0, 0.7)
+    assert any("τ = 0.7" in h.value for h in at.subheader)
+    slider.set_value(1.0).run()
+    assert not at.exception
+    assert at.dataframe[0].value.loc["g2rl", "orth_frac"] == 1.0  # every |g| <= 1
+
+
 def test_group_map_follows_the_chosen_run_step_and_group(app, store_uri):
     at = open_page(app, "app_pages/geometry.py")
     runs = loaders.runs_table("workbench", store_uri)
