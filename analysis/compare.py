@@ -26,6 +26,7 @@ from analysis.passk import (
     pass_at_k_table,
     problem_counts,
 )
+from analysis.smoothing import ema
 
 BAND_KINDS = ("min-max", "std", "ci95")
 FRACTION_NAMES = ("neg_frac", "orth_frac", "opp_frac", "aligned_frac")
@@ -138,6 +139,17 @@ def band_over_seeds(
         lo, hi = out["mean"].to_numpy() - half, out["mean"].to_numpy() + half
     out["lo"], out["hi"] = lo, hi
     return out[cols]
+
+
+def smooth_runs(tidy: pd.DataFrame, weight: float, x: str = "step", value: str = "value") -> pd.DataFrame:
+    """``tidy`` with each run's ``value`` smoothed over ``x`` in order (:func:`analysis.smoothing.ema`, TensorBoard's).
+
+    ``tidy`` holds one metric: one row per (run_id, ``x``). Returns its rows
+    sorted by run_id and ``x``, ``value`` replaced by the smoothed one.
+    """
+    ordered = tidy.sort_values(["run_id", x], kind="stable")
+    smoothed = ordered.groupby("run_id", sort=False)[value].transform(lambda v: ema(v.to_numpy(float), weight))
+    return ordered.assign(**{value: smoothed.to_numpy()})
 
 
 def attach_runs(tidy: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
