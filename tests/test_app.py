@@ -19,6 +19,7 @@ from app_store import CORRUPT, NO_DUMPS, add_probes, build_store, session_store
 
 from analysis import compare, loaders
 from analysis.passk import mean_ci_over_seeds
+from analysis.smoothing import ema
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 60  # seconds per script run: a cold read of every dump on 2 slow cores takes a few
@@ -65,7 +66,12 @@ def chart(at, title: str) -> dict:
 
 
 def line_names(fig: dict) -> set[str]:
-    return {t["name"] for t in fig["data"] if not t["name"].endswith(" band")}
+    """The names of the lines drawn, without their bands and the faint raw lines behind smoothed ones."""
+    return {t["name"] for t in fig["data"] if not t["name"].endswith((" band", " (raw)"))}
+
+
+def trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t["name"] == name)
 
 
 def values(v) -> np.ndarray:
@@ -155,6 +161,31 @@ def test_band_choice_changes_the_band(app):
     at.sidebar.selectbox(key="band").set_value("ci95").run()
     assert not at.exception
     assert band_width() > min_max  # two seeds: the t-interval (t = 12.7) is wider than their range
+
+
+def test_smoothing_draws_each_runs_ema_over_the_faint_raw_curve(app, store_uri):
+    at = open_page(app, "app_pages/dynamics.py")
+    at.sidebar.toggle(key="group_by_method").set_value(False).run()
+    runs = loaders.runs_table("workbench", store_uri)
+    run_id = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
+    logged = loaders.metric_history(run_id, "train/entropy", store_uri)
+    name = label("g2rl", 0)
+
+    def drawn():
+        fig = chart(at, "Policy entropy (nats per token)")
+        return fig, values(trace(fig, name)["y"]).astype(float)
+
+    fig, smoothed = drawn()
+    assert at.sidebar.slider(key="smoothing").value == 0.6
+    np.testing.assert_allclose(smoothed, ema(logged["value"].to_numpy(), 0.6))
+    raw = trace(fig, f"{name} (raw)")
+    np.testing.assert_allclose(values(raw["y"]).astype(float), logged["value"])
+    assert "rgba" in raw["line"]["color"] and not raw["showlegend"]  # faint, and not a legend entry of its own
+    at.sidebar.slider(key="smoothing").set_value(0.0).run()
+    assert not at.exception
+    fig, shown = drawn()
+    np.testing.assert_allclose(shown, logged["value"])  # 0: off, the raw curve alone
+    assert not any(t["name"].endswith(" (raw)") for t in fig["data"])
 
 
 def test_no_run_selected_says_so(app):

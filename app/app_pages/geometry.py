@@ -105,7 +105,7 @@ fractions = compare.attach_runs(compare.fractions_by_step(pairs, tau, by=["run_i
 for row in range(0, len(FRACTIONS), 2):
     for column, name in zip(st.columns(2), list(FRACTIONS)[row : row + 2]):
         fig = charts.over_steps(fractions.rename(columns={name: "value"}), series=sel.series, band=sel.band,
-                                title=FRACTIONS[name], y_title="share of pairs")
+                                title=FRACTIONS[name], y_title="share of pairs", smoothing=sel.smoothing)
         column.plotly_chart(fig, key=f"geo-frac-{name}")
 
 # ---- gradient against semantic dispersion
