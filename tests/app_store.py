@@ -10,6 +10,9 @@ paper's: GRPO's gradient features are more aligned than G2RL's, accuracy
 rises with training. The geometry and pass@k metrics are computed from the
 same dumps and eval rows with :mod:`analysis`, so they agree as a real run's do.
 
+The grid's runs are nested under a parent run (tag ``workbench.kind=sweep``), as
+``workbench sweep`` records them; the app must not take it for a run.
+
 Two runs are damaged on purpose: ``grpo`` seed 1 has no dumps at all
 (``features.every=0``) and ``g2rl`` seed 1 has a truncated dump (an
 interrupted write) and status KILLED.
@@ -260,12 +263,14 @@ def build_store(
     client = MlflowClient(tracking_uri=uri)
     artifacts = (root / "mlartifacts").resolve().as_uri()
     exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    parent = client.create_run(exp_id, run_name=EXPERIMENT, tags={"workbench.kind": "sweep"}).info.run_id
     shape = {"groups": groups, "group_size": group_size, "dump_every": dump_every, "problems": problems,
              "eval_n": eval_n, "tau": tau}
     for m_idx, method in enumerate(methods):
         for seed in seeds:
             rng = np.random.default_rng(100 * m_idx + seed)
-            _write_run(client, exp_id, rng, method, seed, steps, eval_steps, **shape)
+            _write_run(client, exp_id, rng, method, seed, steps, eval_steps, parent=parent, **shape)
+    client.set_terminated(parent, status="FINISHED")
     if scratch:
         scratch_id = client.create_experiment("scratch", artifact_location=artifacts)
         _write_run(client, scratch_id, np.random.default_rng(7), "g2rl", 0, 4, (), **shape)
@@ -273,12 +278,17 @@ def build_store(
 
 
 def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eval_steps: tuple[int, ...], *,
-               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int, tau: float) -> str:
-    """One run as the trainer records it: tags, params, config.yaml, metrics, dumps, eval artifacts."""
+               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int, tau: float,
+               parent: str | None = None) -> str:
+    """One run as the trainer records it: tags, params, config.yaml, metrics, dumps, eval artifacts.
+
+    ``parent``: the run id of the sweep's parent run it is nested under (tag ``mlflow.parentRunId``).
+    """
     from mlflow.entities import Metric, Param
 
     dumps = (method, seed) != NO_DUMPS
-    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0"}
+    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0",
+            **({"mlflow.parentRunId": parent} if parent else {})}
     run_id = client.create_run(exp_id, run_name=f"{method}-{seed}", tags=tags).info.run_id
     params = [Param(k, str(v)) for k, v in _params(method, seed, dumps, tau).items()]
     client.log_batch(run_id, params=params)
@@ -358,7 +368,8 @@ def add_probes(uri: str, experiment: str = EXPERIMENT, step: int = 20, problems:
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     ids = []
-    for k, source in enumerate(client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'")):
+    finished = client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED' and tags.method != ''")
+    for k, source in enumerate(finished):  # the training runs, not the sweep's parent
         method, seed = source.data.tags["method"], source.data.tags["seed"]
         tags = {"workbench.kind": "probe", "workbench.probe_of": source.info.run_id, "method": method, "seed": seed,
                 "preset": "tiny", "task": "task", "workbench_version": "0.1.0"}

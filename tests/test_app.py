@@ -105,7 +105,7 @@ def test_page_opens_with_its_charts_and_tables(app, page):
 def test_overview_lists_runs_and_what_differs(app):
     at = open_page(app, "app_pages/overview.py")
     runs = at.dataframe[0].value
-    assert len(runs) == 8
+    assert len(runs) == 8  # the grid's cells; their sweep's parent run is no row
     assert set(runs["method"]) == {"grpo", "entropy", "evol_rl", "g2rl"}
     assert {"seed", "preset", "task", "steps", "status", "train/reward", "geometry/neg_frac"} <= set(runs.columns)
     assert (runs["steps"] == 20).all() and "KILLED" in set(runs["status"])
