@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.geometry import DIRECTION_NAMES, pairs_frame, unit_rows
+from analysis.geometry import DIRECTION_NAMES, direction_terms, pairs_frame, unit_rows
 from analysis.loaders import stack
 from analysis.records import SCORE_COLUMNS
 from analysis.passk import (
@@ -27,6 +27,7 @@ from analysis.passk import (
     pass_at_k_table,
     problem_counts,
 )
+from analysis.smoothing import ema
 
 BAND_KINDS = ("min-max", "std", "ci95")
 FRACTION_NAMES = ("neg_frac", "orth_frac", "opp_frac", "aligned_frac")
@@ -140,6 +141,17 @@ def band_over_seeds(
     return out[cols]
 
 
+def smooth_runs(tidy: pd.DataFrame, weight: float, x: str = "step", value: str = "value") -> pd.DataFrame:
+    """``tidy`` with each run's ``value`` smoothed over ``x`` in order (:func:`analysis.smoothing.ema`, TensorBoard's).
+
+    ``tidy`` holds one metric: one row per (run_id, ``x``). Returns its rows
+    sorted by run_id and ``x``, ``value`` replaced by the smoothed one.
+    """
+    ordered = tidy.sort_values(["run_id", x], kind="stable")
+    smoothed = ordered.groupby("run_id", sort=False)[value].transform(lambda v: ema(v.to_numpy(float), weight))
+    return ordered.assign(**{value: smoothed.to_numpy()})
+
+
 def attach_runs(tidy: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Add method, seed and label columns to a frame that has a ``run_id`` column."""
     info = runs.set_index("run_id")[["method", "seed"]].assign(label=run_labels(runs))
@@ -173,26 +185,16 @@ def dump_pairs(dumps: pd.DataFrame) -> pd.DataFrame:
 def fractions_by_step(pairs: pd.DataFrame, tau: float, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:
     """Direction fractions of the gradient cosines per ``by`` and step, at threshold ``tau`` (DESIGN 4).
 
-    The same definitions as :func:`analysis.geometry.direction_fractions`
-    (opposing g < -tau, orthogonal |g| <= tau, aligned g > tau, negative g < 0,
-    and the mean cosine), vectorised over steps. Returns the ``by`` columns,
-    step, then one column per name of ``DIRECTION_NAMES``.
+    The means of :func:`analysis.geometry.direction_terms` (the definitions of
+    :func:`analysis.geometry.direction_fractions`) within each ``by`` and step.
+    Returns the ``by`` columns, step, then one column per name of ``DIRECTION_NAMES``.
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau={tau} is invalid; the orthogonality threshold must lie in [0, 1]")
     keys = [*by, "step"]
+    terms = pd.DataFrame(direction_terms(pairs.get("grad_cos", pd.Series(dtype=float)), tau))  # checks tau first
     if pairs.empty:
         return pd.DataFrame(columns=[*keys, *DIRECTION_NAMES])
-    g = pairs["grad_cos"].to_numpy(dtype=np.float64)
-    flags = pd.DataFrame({
-        "grad_cos_mean": g,
-        "neg_frac": g < 0.0,
-        "orth_frac": np.abs(g) <= tau,
-        "opp_frac": g < -tau,
-        "aligned_frac": g > tau,
-    }).astype(float)
-    flags[keys] = pairs[keys].to_numpy()
-    return flags.groupby(keys, sort=True)[list(DIRECTION_NAMES)].mean().reset_index()
+    terms[keys] = pairs[keys].to_numpy()
+    return terms.groupby(keys, sort=True)[list(DIRECTION_NAMES)].mean().reset_index()
 
 
 def dispersion_by_step(pairs: pd.DataFrame, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:

@@ -182,25 +182,34 @@ def _check_tau(tau: float) -> None:
         raise ValueError(f"tau={tau} is invalid; the orthogonality threshold must lie in [0, 1]")
 
 
+def direction_terms(cos: np.ndarray, tau: float = 0.1) -> dict[str, np.ndarray]:
+    """Per-pair terms whose means are the direction statistics of gradient cosines g (DESIGN 4 [paper]; tau [ours]).
+
+    The one definition of the fractions: for each name of ``DIRECTION_NAMES``
+    an array shaped like ``cos`` (flattened, float64): grad_cos_mean -> g;
+    neg_frac -> [g < 0] (the paper's "negative similarity ratio");
+    orth_frac -> [|g| <= tau]; opp_frac -> [g < -tau]; aligned_frac -> [g > tau]
+    (opposing, orthogonal and aligned partition the pairs). A mean over any
+    set of pairs is that set's statistic.
+    """
+    _check_tau(tau)
+    g = np.asarray(cos, dtype=np.float64).reshape(-1)  # (P,)
+    flags = {"neg_frac": g < 0.0, "orth_frac": np.abs(g) <= tau, "opp_frac": g < -tau, "aligned_frac": g > tau}
+    return {"grad_cos_mean": g, **{name: flag.astype(np.float64) for name, flag in flags.items()}}
+
+
 def direction_fractions(cos: np.ndarray, tau: float = 0.1) -> dict[str, float]:
-    """Direction statistics of gradient cosines g (DESIGN 4 [paper]; tau [ours]).
+    """Direction statistics of gradient cosines g: the means of :func:`direction_terms` (DESIGN 4 [paper]; tau [ours]).
 
     opp_frac = share of g < -tau; orth_frac = share of |g| <= tau;
     aligned_frac = share of g > tau (the three sum to 1); neg_frac = share of
     g < 0 (the paper's "negative similarity ratio"); grad_cos_mean = mean g.
     No cosines: all NaN.
     """
-    _check_tau(tau)
-    g = np.asarray(cos, dtype=np.float64).reshape(-1)
-    if g.size == 0:
+    terms = direction_terms(cos, tau)
+    if terms["grad_cos_mean"].size == 0:
         return dict.fromkeys(DIRECTION_NAMES, math.nan)
-    return {
-        "grad_cos_mean": float(g.mean()),
-        "neg_frac": float(np.mean(g < 0.0)),
-        "orth_frac": float(np.mean(np.abs(g) <= tau)),
-        "opp_frac": float(np.mean(g < -tau)),
-        "aligned_frac": float(np.mean(g > tau)),
-    }
+    return {name: float(terms[name].mean()) for name in DIRECTION_NAMES}
 
 
 def semantic_summary(cos: np.ndarray) -> dict[str, float]:

@@ -14,6 +14,9 @@ from analysis import records
 RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "arm", "status", "start_time",
                "last_step", "final_reward"]
 KIND_TAG = "workbench.kind"  # "probe" for `workbench probe` runs (DESIGN 10); absent on training and eval runs
+# Parent runs of `workbench sweep` and `workbench study` (workbench.tracking's SWEEP_KIND, STUDY_KIND): they group
+# their cells (tag mlflow.parentRunId) and record nothing of their own.
+PARENT_KINDS = ("sweep", "study")
 ARM_TAG = "workbench.arm"  # the study arm of a run of `workbench study` and of its probe (DESIGN 10)
 PROBE = "probe"
 
@@ -35,10 +38,11 @@ def experiments(uri: str) -> list[str]:
 
 
 def runs_table(experiment: str, uri: str) -> pd.DataFrame:
-    """One row per run of ``experiment``: tags, status, last step and final ``train/reward``.
+    """One row per training, eval or probe run of ``experiment``: tags, status, last step and final ``train/reward``.
 
     ``kind`` is the run's ``workbench.kind`` tag (``probe`` for probes, else empty); ``arm`` its
-    ``workbench.arm`` tag (the arm of a ``workbench study``, else empty).
+    ``workbench.arm`` tag (the arm of a ``workbench study``, else empty). The parent runs of sweeps
+    and studies (kind in ``PARENT_KINDS``) are left out: they are no cells.
 
     Also carries every param as ``param.<key>`` and the last value of every
     metric as ``metric.<key>``. An unknown experiment gives an empty frame.
@@ -50,6 +54,8 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
     rows = []
     for run in client.search_runs([exp.experiment_id], max_results=5000, order_by=["attributes.start_time ASC"]):
         tags, data = run.data.tags, run.data
+        if tags.get(KIND_TAG) in PARENT_KINDS:
+            continue
         history = client.get_metric_history(run.info.run_id, "train/reward")
         rows.append({
             "run_id": run.info.run_id,

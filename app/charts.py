@@ -16,6 +16,7 @@ OTHER_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 CORRECTNESS_COLORS = {"correct": "#2ca02c", "incorrect": "#d62728"}
 HEIGHT = 350
+FAINT_ALPHA = 0.3  # opacity of the raw line behind a smoothed one
 
 
 def method_color(method: str) -> str:
@@ -51,11 +52,20 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, height: int 
 
 
 def lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, y_title: str = "",
-          x_title: str | None = None, lo: str | None = None, hi: str | None = None, log2_x: bool = False) -> go.Figure:
-    """One line per value of ``series`` (a method or a run), with a shaded band from ``lo`` to ``hi`` if given."""
+          x_title: str | None = None, lo: str | None = None, hi: str | None = None, log2_x: bool = False,
+          faint: pd.DataFrame | None = None) -> go.Figure:
+    """One line per value of ``series`` (a method or a run), with a shaded band from ``lo`` to ``hi`` if given.
+
+    ``faint``: the same lines unsmoothed (columns ``x``, ``y``, ``series``), drawn faint behind them as
+    ``<name> (raw)``, as TensorBoard draws the raw curve behind the smoothed one.
+    """
     fig = go.Figure()
     for name, part in frame.sort_values(x).groupby(series, sort=True):
         color, dash = _style(frame, series, name)
+        if faint is not None:
+            raw = faint[faint[series] == name].sort_values(x)
+            fig.add_trace(go.Scatter(x=raw[x], y=raw[y], mode="lines", name=f"{name} (raw)", legendgroup=str(name),
+                                     showlegend=False, line={"color": _rgba(color, FAINT_ALPHA), "dash": dash}))
         if lo and hi and (part[hi] - part[lo]).abs().max() > 0:
             fig.add_trace(go.Scatter(
                 x=pd.concat([part[x], part[x][::-1]]), y=pd.concat([part[hi], part[lo][::-1]]),
@@ -70,18 +80,28 @@ def lines(frame: pd.DataFrame, *, x: str, y: str, series: str, title: str, y_tit
     return _layout(fig, title, x_title or x, y_title)
 
 
+def _drawn(tidy: pd.DataFrame, series: str, band: str, x: str) -> pd.DataFrame:
+    """The lines of run-level rows: by method, the mean over seeds as ``value`` with lo and hi; else the rows."""
+    if series != "method":
+        return tidy
+    agg = compare.band_over_seeds(tidy.rename(columns={x: "step"}), by="method", band=band)
+    return agg.rename(columns={"step": x, "mean": "value"})
+
+
 def over_steps(tidy: pd.DataFrame, *, series: str, band: str, title: str, y_title: str = "",
-               x: str = "step") -> go.Figure:
+               x: str = "step", smoothing: float = 0.0) -> go.Figure:
     """A metric over ``x`` (default step): mean and band over seeds by method, or one line per run.
 
-    ``tidy`` has run-level rows: run_id, method, seed, label, ``x`` and value.
+    ``tidy`` has run-level rows: run_id, method, seed, label, ``x`` and value. ``smoothing`` > 0 (the
+    sidebar's, TensorBoard's weight): each run is smoothed over ``x`` first
+    (:func:`analysis.compare.smooth_runs`), so means and bands are of the smoothed runs, and the
+    unsmoothed lines are drawn faint behind.
     """
-    if series == "method":
-        agg = compare.band_over_seeds(tidy.rename(columns={x: "step"}), by="method", band=band)
-        agg = agg.rename(columns={"step": x})
-        return lines(agg, x=x, y="mean", lo="lo", hi="hi", series="method", title=title, y_title=y_title,
-                     log2_x=x == "k")
-    return lines(tidy, x=x, y="value", series=series, title=title, y_title=y_title, log2_x=x == "k")
+    bands = {"lo": "lo", "hi": "hi"} if series == "method" else {}
+    shown = compare.smooth_runs(tidy, smoothing, x=x) if smoothing else tidy
+    faint = _drawn(tidy, series, band, x) if smoothing else None
+    return lines(_drawn(shown, series, band, x), x=x, y="value", series=series, title=title, y_title=y_title,
+                 log2_x=x == "k", faint=faint, **bands)
 
 
 def histograms(frame: pd.DataFrame, *, value: str, series: str, title: str, x_title: str,

@@ -17,6 +17,7 @@ from analysis import compare
 from workbench.tracking import tracking_uri
 
 DEFAULT_EXPERIMENT = "workbench"  # workbench.config.TrackingConfig.experiment's default
+DEFAULT_SMOOTHING = 0.6  # TensorBoard's default
 BAND_LABELS = {"min-max": "min to max over seeds", "std": "mean ± 1 std", "ci95": "95 % t-interval"}
 FIRST_RUN = """No runs to show yet. Make a first run (a tiny model on the synthetic countdown task, minutes on a laptop CPU):
 
@@ -38,6 +39,7 @@ class Selection:
     runs: pd.DataFrame
     group_by_method: bool
     band: str
+    smoothing: float  # TensorBoard's EMA weight for curves over steps, 0 = off
 
     @property
     def run_ids(self) -> list[str]:
@@ -79,13 +81,17 @@ def render() -> Selection | None:
                           help="One line per method: the mean over its seeds with a band. Off: one line per run.")
         band = st.selectbox("Band", list(BAND_LABELS), format_func=BAND_LABELS.get, key="band",
                             disabled=not group)
+        smoothing = st.slider("Smoothing", 0.0, 0.99, DEFAULT_SMOOTHING, 0.01, key="smoothing",
+                              help="As in TensorBoard: each run's curve over steps is an exponential moving "
+                                   "average with this weight, debiased at the start; the raw curve stays faint "
+                                   "behind it. 0: off. Tables and reports use the logged values.")
         if st.button("Reload from the store", key="reload",
                      help="Forget cached reads (new runs and steps appear within a minute anyway)."):
             cached.clear()
             st.rerun()
         st.caption(f"{len(chosen)} of {len(table)} runs in `{experiment}`")
     selected = table[table["run_id"].isin(chosen)].reset_index(drop=True)
-    return Selection(uri, experiment, selected, group, band)
+    return Selection(uri, experiment, selected, group, band, smoothing)
 
 
 def remember(sel: Selection | None) -> None:

@@ -10,6 +10,9 @@ paper's: GRPO's gradient features are more aligned than G2RL's, accuracy
 rises with training. The geometry and pass@k metrics are computed from the
 same dumps and eval rows with :mod:`analysis`, so they agree as a real run's do.
 
+The grid's runs are nested under a parent run (tag ``workbench.kind=sweep``), as
+``workbench sweep`` records them; the app must not take it for a run.
+
 Two runs are damaged on purpose: ``grpo`` seed 1 has no dumps at all
 (``features.every=0``) and ``g2rl`` seed 1 has a truncated dump (an
 interrupted write) and status KILLED.
@@ -171,7 +174,8 @@ def _step_batch(rng, method: str, step: int, steps: int, groups: int, group_size
     return dump, grad, emb
 
 
-def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, grad, emb) -> dict[str, float]:
+def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, grad, emb,
+                  tau: float) -> dict[str, float]:
     progress = step / steps
     groups = dump["group"].to_numpy()
     correct = dump["correct"].to_numpy(dtype=bool)
@@ -193,7 +197,7 @@ def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, g
         "perf/feature_s": 0.002,
         "perf/embed_s": 0.01,
     }
-    metrics |= geometry_metrics(grad, emb, groups, correct, tau=0.1)
+    metrics |= geometry_metrics(grad, emb, groups, correct, tau=tau)
     if method == "g2rl":
         metrics["g2rl/nu_mean"] = float(dump["nu"].mean())
     if method == "evol_rl":
@@ -219,14 +223,14 @@ def _eval_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return {metric_key(b, kind, k): float(v) for b, kind, k, v in table.itertuples(index=False)}
 
 
-def _params(method: str, seed: int, dumps: bool) -> dict[str, str]:
+def _params(method: str, seed: int, dumps: bool, tau: float) -> dict[str, str]:
     return {
         "method": method, "seed": seed, "model.preset": "tiny", "model.dtype": "float32",
         "task.name": "countdown", "training.learning_rate": 5e-5, "training.num_generations": 8,
         "training.beta": 0.001, "training.temperature": 1.0, "training.max_steps": 20,
         "entropy.coef": 0.01 if method == "entropy" else 0.0, "evol_rl.labels": "verifier",
         "g2rl.lam": 1.0, "g2rl.scaler": "paper_text", "g2rl.route": "sampling",
-        "features.every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": 0.1,
+        "features.every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": tau,
         "eval.n": 8, "eval.every": 10, "tracking.experiment": EXPERIMENT,
     }
 
@@ -243,11 +247,13 @@ def build_store(
     problems: int = 12,
     eval_n: int = 8,
     scratch: bool = True,
+    tau: float = 0.1,
 ) -> str:
     """Write the synthetic store under ``root`` (``mlruns.db`` + ``mlartifacts/``) and return its URI.
 
     Experiment ``workbench`` holds the methods x seeds grid. With ``scratch``, a
     second experiment ``scratch`` holds one short G2RL run without evaluations.
+    Every run records ``features.tau`` = ``tau`` and logs its geometry metrics at it.
     """
     from mlflow.tracking import MlflowClient
 
@@ -257,12 +263,14 @@ def build_store(
     client = MlflowClient(tracking_uri=uri)
     artifacts = (root / "mlartifacts").resolve().as_uri()
     exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    parent = client.create_run(exp_id, run_name=EXPERIMENT, tags={"workbench.kind": "sweep"}).info.run_id
     shape = {"groups": groups, "group_size": group_size, "dump_every": dump_every, "problems": problems,
-             "eval_n": eval_n}
+             "eval_n": eval_n, "tau": tau}
     for m_idx, method in enumerate(methods):
         for seed in seeds:
             rng = np.random.default_rng(100 * m_idx + seed)
-            _write_run(client, exp_id, rng, method, seed, steps, eval_steps, **shape)
+            _write_run(client, exp_id, rng, method, seed, steps, eval_steps, parent=parent, **shape)
+    client.set_terminated(parent, status="FINISHED")
     if scratch:
         scratch_id = client.create_experiment("scratch", artifact_location=artifacts)
         _write_run(client, scratch_id, np.random.default_rng(7), "g2rl", 0, 4, (), **shape)
@@ -270,14 +278,19 @@ def build_store(
 
 
 def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eval_steps: tuple[int, ...], *,
-               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int) -> str:
-    """One run as the trainer records it: tags, params, config.yaml, metrics, dumps, eval artifacts."""
+               groups: int, group_size: int, dump_every: int, problems: int, eval_n: int, tau: float,
+               parent: str | None = None) -> str:
+    """One run as the trainer records it: tags, params, config.yaml, metrics, dumps, eval artifacts.
+
+    ``parent``: the run id of the sweep's parent run it is nested under (tag ``mlflow.parentRunId``).
+    """
     from mlflow.entities import Metric, Param
 
     dumps = (method, seed) != NO_DUMPS
-    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0"}
+    tags = {"method": method, "seed": str(seed), "preset": "tiny", "task": "countdown", "workbench_version": "0.1.0",
+            **({"mlflow.parentRunId": parent} if parent else {})}
     run_id = client.create_run(exp_id, run_name=f"{method}-{seed}", tags=tags).info.run_id
-    params = [Param(k, str(v)) for k, v in _params(method, seed, dumps).items()]
+    params = [Param(k, str(v)) for k, v in _params(method, seed, dumps, tau).items()]
     client.log_batch(run_id, params=params)
     client.log_text(run_id, "\n".join(f"{p.key}: {p.value}" for p in params), "config.yaml")
     now = int(time.time() * 1000)
@@ -287,7 +300,7 @@ def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eva
         for step in range(1, steps + 1):
             dump, grad, emb = _step_batch(rng, method, step, steps, groups, group_size)
             metrics += [Metric(k, float(v), now + step, step)
-                        for k, v in _step_metrics(rng, method, step, steps, dump, grad, emb).items()]
+                        for k, v in _step_metrics(rng, method, step, steps, dump, grad, emb, tau).items()]
             if dumps and (step % dump_every == 0 or step == 1):
                 _log_parquet(client, run_id, dump, tmp / "features" / f"step_{step:06d}.parquet",
                              schema=DUMP_SCHEMA, truncate=(method, seed, step) == CORRUPT)
@@ -355,7 +368,8 @@ def add_probes(uri: str, experiment: str = EXPERIMENT, step: int = 20, problems:
     client = MlflowClient(tracking_uri=uri)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     ids = []
-    for k, source in enumerate(client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED'")):
+    finished = client.search_runs([exp_id], filter_string="attributes.status = 'FINISHED' and tags.method != ''")
+    for k, source in enumerate(finished):  # the training runs, not the sweep's parent
         method, seed = source.data.tags["method"], source.data.tags["seed"]
         tags = {"workbench.kind": "probe", "workbench.probe_of": source.info.run_id, "method": method, "seed": seed,
                 "preset": "tiny", "task": "task", "workbench_version": "0.1.0"}

@@ -19,6 +19,7 @@ from app_store import CORRUPT, NO_DUMPS, add_probes, build_store, session_store
 
 from analysis import compare, loaders
 from analysis.passk import mean_ci_over_seeds
+from analysis.smoothing import ema
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 60  # seconds per script run: a cold read of every dump on 2 slow cores takes a few
@@ -65,7 +66,12 @@ def chart(at, title: str) -> dict:
 
 
 def line_names(fig: dict) -> set[str]:
-    return {t["name"] for t in fig["data"] if not t["name"].endswith(" band")}
+    """The names of the lines drawn, without their bands and the faint raw lines behind smoothed ones."""
+    return {t["name"] for t in fig["data"] if not t["name"].endswith((" band", " (raw)"))}
+
+
+def trace(fig: dict, name: str) -> dict:
+    return next(t for t in fig["data"] if t["name"] == name)
 
 
 def values(v) -> np.ndarray:
@@ -99,7 +105,7 @@ def test_page_opens_with_its_charts_and_tables(app, page):
 def test_overview_lists_runs_and_what_differs(app):
     at = open_page(app, "app_pages/overview.py")
     runs = at.dataframe[0].value
-    assert len(runs) == 8
+    assert len(runs) == 8  # the grid's cells; their sweep's parent run is no row
     assert set(runs["method"]) == {"grpo", "entropy", "evol_rl", "g2rl"}
     assert {"seed", "preset", "task", "steps", "status", "train/reward", "geometry/neg_frac"} <= set(runs.columns)
     assert (runs["steps"] == 20).all() and "KILLED" in set(runs["status"])
@@ -157,6 +163,31 @@ def test_band_choice_changes_the_band(app):
     assert band_width() > min_max  # two seeds: the t-interval (t = 12.7) is wider than their range
 
 
+def test_smoothing_draws_each_runs_ema_over_the_faint_raw_curve(app, store_uri):
+    at = open_page(app, "app_pages/dynamics.py")
+    at.sidebar.toggle(key="group_by_method").set_value(False).run()
+    runs = loaders.runs_table("workbench", store_uri)
+    run_id = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
+    logged = loaders.metric_history(run_id, "train/entropy", store_uri)
+    name = label("g2rl", 0)
+
+    def drawn():
+        fig = chart(at, "Policy entropy (nats per token)")
+        return fig, values(trace(fig, name)["y"]).astype(float)
+
+    fig, smoothed = drawn()
+    assert at.sidebar.slider(key="smoothing").value == 0.6
+    np.testing.assert_allclose(smoothed, ema(logged["value"].to_numpy(), 0.6))
+    raw = trace(fig, f"{name} (raw)")
+    np.testing.assert_allclose(values(raw["y"]).astype(float), logged["value"])
+    assert "rgba" in raw["line"]["color"] and not raw["showlegend"]  # faint, and not a legend entry of its own
+    at.sidebar.slider(key="smoothing").set_value(0.0).run()
+    assert not at.exception
+    fig, shown = drawn()
+    np.testing.assert_allclose(shown, logged["value"])  # 0: off, the raw curve alone
+    assert not any(t["name"].endswith(" (raw)") for t in fig["data"])
+
+
 def test_no_run_selected_says_so(app):
     at = open_page(app, "app_pages/geometry.py")
     at.sidebar.multiselect[0].set_value([]).run()
@@ -191,6 +222,22 @@ def test_tau_slider_recomputes_the_fractions(app):
     orth = chart(at, "Orthogonal: |g| ≤ τ")
     g2rl = next(t for t in orth["data"] if t["name"] == "g2rl")
     assert np.mean(values(g2rl["y"])) > 0.5  # most pairs lie within 0.3 of orthogonal
+
+
+def test_tau_slider_covers_zero_to_one_and_starts_at_a_large_logged_tau(tmp_path_factory, monkeypatch):
+    """features.tau may be anything in [0, 1]: a run logged at 0.7 opens the page at 0.7, and 1 can be chosen."""
+    from streamlit.testing.v1 import AppTest
+
+    uri = build_store(tmp_path_factory.mktemp("tau-store"), methods=("g2rl",), seeds=(0,), steps=2, eval_steps=(),
+                      scratch=False, tau=0.7)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "app_pages/geometry.py")
+    slider = at.slider(key="tau")
+    assert (slider.min, slider.max, slider.value) == (0.0, 1.0, 0.7)
+    assert any("τ = 0.7" in h.value for h in at.subheader)
+    slider.set_value(1.0).run()
+    assert not at.exception
+    assert at.dataframe[0].value.loc["g2rl", "orth_frac"] == 1.0  # every |g| <= 1
 
 
 def test_group_map_follows_the_chosen_run_step_and_group(app, store_uri):

@@ -141,5 +141,5 @@ def test_sweep_probes_each_finished_cell_once(store, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # again: the cell and its probe are skipped
     assert "probed before" in capsys.readouterr().err
-    assert len(client.search_runs([grid])) == 2
+    assert len(client.search_runs([grid])) == 3  # the cell, its probe and the sweep's parent run
     assert main(["sweep", "--methods", "grpo", "--probe", "aime25"]) == 2  # checked before any cell trains

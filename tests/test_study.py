@@ -66,6 +66,29 @@ def test_tiny_study_trains_probes_reports_and_resumes(store, model_cache, tmp_pa
     assert "| g2rl-zero |" in readme and "for this invocation" not in readme
 
 
+def test_study_cells_are_nested_under_the_studys_parent_run(store, tmp_path):
+    """A fake train function: only the MLflow record is checked. The parent is the study's, not a sweep's."""
+    from analysis.study import study_runs
+    from workbench.study import run_study
+    from workbench.study_spec import load_study
+    from workbench.tracking import PARENT_TAG, client
+
+    def fake_train(cfg, tracker):
+        tracker.log_metrics({"train/reward": 0.5}, step=1)
+
+    study = load_study(_write(tmp_path, {**TINY_STUDY, "probe": None, "seeds": [0, 1]}))
+    results, probed = run_study(study, train_fn=fake_train)
+    assert [r.status for r in results] == ["finished"] * 4 and probed == []
+    c = client(store)
+    exp = c.get_experiment_by_name("tiny-study").experiment_id
+    (parent,) = c.search_runs([exp], filter_string="tags.`workbench.kind` = 'study'")
+    assert (parent.info.run_name, parent.info.status) == ("tiny-study", "FINISHED")
+    assert not c.search_runs([exp], filter_string="tags.`workbench.kind` = 'sweep'")
+    assert {c.get_run(r.run_id).data.tags[PARENT_TAG] for r in results} == {parent.info.run_id}
+    train, _ = study_runs(runs_table("tiny-study", store), [a.name for a in study.arms])
+    assert sorted(train["run_id"]) == sorted(r.run_id for r in results)  # the parent is no cell
+
+
 def _arms(*arms):
     return [dict(a) for a in arms]
 

@@ -132,6 +132,66 @@ def test_cell_k_runs_alone_and_a_killed_cell_resumes_in_its_own_run(store):
     assert client(store).get_run(killed.run_id).data.tags[RESUMED_TAG] == "1"
 
 
+def _parents(uri: str, experiment: str, kind: str = "sweep") -> list:
+    from workbench.tracking import client
+
+    c = client(uri)
+    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id],
+                         filter_string=f"tags.`workbench.kind` = '{kind}'")
+
+
+def test_cells_are_nested_under_one_parent_run_that_a_rerun_reuses(store):
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    from analysis import loaders
+    from workbench.tracking import KIND_TAG, PARENT_TAG, STUDY_KIND, SWEEP_KIND
+
+    assert PARENT_TAG == MLFLOW_PARENT_RUN_ID  # the tag MLflow's UI nests runs by
+    assert (loaders.KIND_TAG, set(loaders.PARENT_KINDS)) == (KIND_TAG, {SWEEP_KIND, STUDY_KIND})  # what readers skip
+    fake = FakeTrain(stop=(("g2rl", 1),))
+    with pytest.raises(KeyboardInterrupt):
+        sweep(["grpo", "g2rl"], [0, 1], BASE, [], "grid", train_fn=fake)
+    (parent,) = _parents(store, "grid")
+    assert (parent.info.run_name, parent.info.status) == ("grid", "KILLED")  # stopped with its last cell
+    cells = _runs(store, "grid")
+    assert len(cells) == 4 and {c.data.tags[PARENT_TAG] for c in cells} == {parent.info.run_id}
+
+    results = sweep(["grpo", "g2rl"], [0, 1], BASE, [], "grid", train_fn=fake)  # again: one cell resumes
+    assert [r.status for r in results] == ["skipped", "skipped", "skipped", "resumed"]
+    (again,) = _parents(store, "grid")
+    assert (again.info.run_id, again.info.status) == (parent.info.run_id, "FINISHED")
+    from workbench.tracking import client
+
+    assert client(store).get_run(results[-1].run_id).data.tags[PARENT_TAG] == parent.info.run_id
+    assert sorted(runs_table("grid", store)["run_id"]) == sorted(r.run_id for r in results)  # no parent row
+
+
+def test_cells_that_start_at_once_settle_on_one_parent(store):
+    """Two processes both find no parent and create one: each keeps the older, the newer is deleted."""
+    from workbench.tracking import client, experiment_id, find_or_create_parent
+
+    c = client(store)
+    exp = experiment_id(c, "grid")
+
+    class Racing:
+        """The client of a process that another one beats to it: that one's parent is created first."""
+
+        def __getattr__(self, name):
+            return getattr(c, name)
+
+        def create_run(self, *args, **kwargs):
+            self.other = c.create_run(*args, **kwargs).info.run_id
+            time.sleep(0.01)  # a later start time
+            self.mine = c.create_run(*args, **kwargs).info.run_id
+            return c.get_run(self.mine)
+
+    racing = Racing()
+    assert find_or_create_parent(racing, exp, "sweep", "grid") == racing.other
+    assert c.get_run(racing.mine).info.lifecycle_stage == "deleted"
+    assert find_or_create_parent(c, exp, "sweep", "grid") == racing.other  # the other process's answer
+    assert [r.info.run_id for r in _parents(store, "grid")] == [racing.other]
+
+
 # --------------------------------------------------------------------------- real cells, real processes
 
 
@@ -177,13 +237,15 @@ def test_two_cells_run_as_concurrent_processes_into_one_server(server, model_cac
     assert main(grid) == 0  # the whole sweep, run again: both cells are done
     assert "already finished" in capsys.readouterr().err
     assert len(runs_table("cells", url)) == 2
+    assert len(_parents(url, "cells")) == 1  # the two processes, started together, settled on one parent
 
 
 def _runs(uri: str, experiment: str) -> list:
+    """The cell runs of ``experiment`` (not its sweep's parent run)."""
     from workbench.tracking import client
 
     c = client(uri)
-    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id])
+    return c.search_runs([c.get_experiment_by_name(experiment).experiment_id], filter_string="tags.config_hash != ''")
 
 
 STEPS, SAVE = 8, 2

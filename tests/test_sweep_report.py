@@ -41,11 +41,13 @@ def _main(argv: list[str]) -> int:
 
 
 def _runs(uri: str, experiment: str) -> list:
+    """The runs of ``experiment`` but its sweep's parent run, oldest first."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    return [r for r in runs if r.data.tags.get("workbench.kind") != "sweep"]
 
 
 class FakeTrain:

@@ -42,8 +42,8 @@ import numpy as np
 
 from workbench import __version__
 from workbench.config import ConfigError, WorkbenchConfig, build_config, validate
+from workbench.tracking import KIND_TAG
 
-KIND_TAG = "workbench.kind"
 PROBE_OF_TAG = "workbench.probe_of"
 BENCHMARK_TAG = "workbench.probe_benchmark"
 STEP_TAG = "workbench.probe_step"

@@ -7,8 +7,9 @@ finished cell's final checkpoint, and writes the report folder
 config hash and its arm's tag ``workbench.arm``, so running the same study
 again skips finished cells, resumes killed ones and reruns failed ones, and
 probes are skipped where a finished probe of that benchmark exists
-(:func:`workbench.probe.probe_runs`). ``--report-only`` rewrites the report
-from the store and trains nothing.
+(:func:`workbench.probe.probe_runs`). The cells are nested in MLflow under the
+experiment's parent run tagged ``workbench.kind=study``, one for every run of
+the study. ``--report-only`` rewrites the report from the store and trains nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 
 from workbench.study_spec import Study, load_study
 from workbench.sweep import CellResult, TrainFn, run_cells, summary_table
+from workbench.tracking import STUDY_KIND
 
 
 def run_study(study: Study, *, train_fn: TrainFn | None = None, console=None) -> tuple[list[CellResult], list]:
@@ -28,7 +30,7 @@ def run_study(study: Study, *, train_fn: TrainFn | None = None, console=None) ->
     from workbench.probe import probe_runs
 
     results = run_cells(study.cells, study.experiment, train_fn=train_fn, console=console,
-                        tags=[{ARM_TAG: arm} for arm in study.cell_arms])
+                        tags=[{ARM_TAG: arm} for arm in study.cell_arms], kind=STUDY_KIND)
     if study.probe is None:
         return results, []
     done = [r.run_id for r in results if r.status in ("finished", "resumed", "skipped") and r.run_id]

@@ -27,6 +27,12 @@ another cadence, ``save_steps=0`` none. Changing any other config value
 (``--set``, ``--steps``, the YAML) changes the hash, so those cells run again
 rather than being mixed with runs of another config.
 
+In MLflow the cells hang under one parent run of the experiment (tag
+``workbench.kind=sweep``, named after the experiment; tag ``mlflow.parentRunId``
+on each cell), which the MLflow UI draws as a group. Running the sweep again,
+or another cell of it, finds that parent by its tag instead of making a second
+one; :func:`analysis.loaders.runs_table` leaves it out, as it is no cell.
+
 Cells run in-process rather than in a subprocess each: torch, TRL and the
 cached model load once (several seconds a cell on CPU), and the tracker
 lifecycle stays in one place. A failing cell is recorded as FAILED and the
@@ -50,7 +56,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
-from workbench.tracking import HOST_TAG, PID_TAG, Tracker, TrackingError, client, closing_run, experiment_id
+from workbench.tracking import (
+    HOST_TAG,
+    PARENT_TAG,
+    PID_TAG,
+    SWEEP_KIND,
+    Tracker,
+    TrackingError,
+    client,
+    closing_run,
+    experiment_id,
+    parent_run,
+)
 
 TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
 HASH_TAG = "config_hash"
@@ -187,10 +204,11 @@ def _default_train(cfg: WorkbenchConfig, tracker: Tracker, **kwargs: Any) -> Non
         _free_memory()
 
 
-def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None,
+def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, parent_id: str, resume=None,
             tags: dict[str, str] | None = None) -> str:
-    """Train the cell in a new run (tagged also with ``tags``), or continue the run of ``resume`` (a
-    ``ResumePoint``) from its checkpoint; close the run as FINISHED, FAILED or KILLED; return its id."""
+    """Train the cell in a new run (tagged also with ``tags``, and nested under run ``parent_id``), or continue
+    the run of ``resume`` (a ``ResumePoint``) from its checkpoint, under the parent it has; close the run as
+    FINISHED, FAILED or KILLED; return its id."""
     from workbench.train import reopen_tracker, start_tracker
 
     if resume is not None:
@@ -199,7 +217,8 @@ def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, resume=None,
             train_fn(resume.config, tracker, resume_from_checkpoint=resume.checkpoint)
         return tracker.run_id
     tracker = start_tracker(cfg)
-    tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})})
+    tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
+                      PARENT_TAG: parent_id, **(tags or {})})
     with closing_run(tracker):
         train_fn(cfg, tracker)
     return tracker.run_id
@@ -232,10 +251,15 @@ def sweep(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[s
 
 def run_cells(configs: Sequence[WorkbenchConfig], experiment: str, *, train_fn: TrainFn | None = None,
               rerun_running: bool = False, cells: Sequence[int] | None = None, console=None,
-              tags: Sequence[dict[str, str]] | None = None) -> list[CellResult]:
+              tags: Sequence[dict[str, str]] | None = None, kind: str = SWEEP_KIND) -> list[CellResult]:
     """Run every cell of ``configs`` (validated configs, in cell order) not yet FINISHED; one result per
     visited cell. ``tags[k]``: extra tags of cell k's run, which also identify it (with method, seed and
-    config hash); :func:`sweep` gives none, ``workbench study`` the arm's name."""
+    config hash); :func:`sweep` gives none, ``workbench study`` the arm's name.
+
+    The cells started here are nested (tag ``mlflow.parentRunId``) under the experiment's parent run of
+    ``kind`` (``sweep``; ``study`` for ``workbench study``), named after the experiment: the one found by
+    its tag ``workbench.kind``, else a new one (:func:`workbench.tracking.parent_run`). Resumed cells keep
+    the parent they have; skipped ones are left as they are."""
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -248,48 +272,49 @@ def run_cells(configs: Sequence[WorkbenchConfig], experiment: str, *, train_fn: 
     results: list[CellResult] = []
     t_start = time.perf_counter()
     ran_seconds: list[float] = []
-    for index, k in enumerate(chosen, start=1):
-        cfg = configs[k]
-        digest = config_hash(cfg)
-        label = f"cell {k} ({cfg.method} seed {cfg.seed}{''.join(f', {v}' for v in tags[k].values())})"
-        action, run_id = _decide(mlflow_client, previous_runs(mlflow_client, exp_id, cfg, digest, tags[k]),
-                                 rerun_running)
-        if action == "skip":
-            console.print(f"[dim][{index}/{total}] {label}: already finished (run {run_id}), skipped[/dim]")
-            results.append(CellResult(cfg.method, cfg.seed, "skipped", run_id, digest))
-            continue
-        if action == "running":
-            console.print(f"[yellow][{index}/{total}] {label}: run {run_id} is still RUNNING in another live "
-                          "process or on another host; left alone (--rerun-running to rerun it)[/yellow]")
-            results.append(CellResult(cfg.method, cfg.seed, "running", run_id, digest))
-            continue
-        point = None
-        if action == "resume":
-            point, why_not = _resume_point(run_id)
-            if point is None:
-                console.print(f"[yellow][{index}/{total}] {label}: killed run {run_id} cannot resume ({why_not}); "
-                              "starting a new run[/yellow]")
-        where = f", resuming run {point.run_id} from step {point.step}" if point else ""
-        console.rule(f"[bold]{label}{where}[/bold]  {_eta(total - index + 1, ran_seconds)}")
-        t0 = time.perf_counter()
-        try:
-            run_id = run_one(cfg, digest, train_fn, point, tags[k])
-        except Exception as err:  # noqa: BLE001  a failed cell is recorded and the sweep goes on
-            seconds = time.perf_counter() - t0
-            console.print(f"[red][{index}/{total}] {label}: FAILED after {seconds:.0f} s: "
-                          f"{type(err).__name__}: {err}[/red]")
-            console.print(f"[dim]{traceback.format_exc(limit=3)}[/dim]", highlight=False)
-            error = f"{type(err).__name__}: {err}"
-            results.append(CellResult(cfg.method, cfg.seed, "failed", None, digest, seconds, error))
-        else:
-            seconds = time.perf_counter() - t0
-            ran_seconds.append(seconds)
-            console.print(f"[green][{index}/{total}] {label}: finished in {seconds:.0f} s (run {run_id})[/green]")
-            results.append(CellResult(cfg.method, cfg.seed, "resumed" if point else "finished", run_id, digest,
-                                      seconds))
-        done = sum(r.status in ("finished", "resumed", "skipped") for r in results)
-        console.print(f"sweep progress: {done}/{total} cells done, {len(results)}/{total} visited, "
-                      f"{time.perf_counter() - t_start:.0f} s elapsed")
+    with parent_run(mlflow_client, exp_id, kind, experiment) as parent_id:
+        for index, k in enumerate(chosen, start=1):
+            cfg = configs[k]
+            digest = config_hash(cfg)
+            label = f"cell {k} ({cfg.method} seed {cfg.seed}{''.join(f', {v}' for v in tags[k].values())})"
+            action, run_id = _decide(mlflow_client, previous_runs(mlflow_client, exp_id, cfg, digest, tags[k]),
+                                     rerun_running)
+            if action == "skip":
+                console.print(f"[dim][{index}/{total}] {label}: already finished (run {run_id}), skipped[/dim]")
+                results.append(CellResult(cfg.method, cfg.seed, "skipped", run_id, digest))
+                continue
+            if action == "running":
+                console.print(f"[yellow][{index}/{total}] {label}: run {run_id} is still RUNNING in another live "
+                              "process or on another host; left alone (--rerun-running to rerun it)[/yellow]")
+                results.append(CellResult(cfg.method, cfg.seed, "running", run_id, digest))
+                continue
+            point = None
+            if action == "resume":
+                point, why_not = _resume_point(run_id)
+                if point is None:
+                    console.print(f"[yellow][{index}/{total}] {label}: killed run {run_id} cannot resume ({why_not}); "
+                                  "starting a new run[/yellow]")
+            where = f", resuming run {point.run_id} from step {point.step}" if point else ""
+            console.rule(f"[bold]{label}{where}[/bold]  {_eta(total - index + 1, ran_seconds)}")
+            t0 = time.perf_counter()
+            try:
+                run_id = run_one(cfg, digest, train_fn, parent_id, point, tags[k])
+            except Exception as err:  # noqa: BLE001  a failed cell is recorded and the sweep goes on
+                seconds = time.perf_counter() - t0
+                console.print(f"[red][{index}/{total}] {label}: FAILED after {seconds:.0f} s: "
+                              f"{type(err).__name__}: {err}[/red]")
+                console.print(f"[dim]{traceback.format_exc(limit=3)}[/dim]", highlight=False)
+                error = f"{type(err).__name__}: {err}"
+                results.append(CellResult(cfg.method, cfg.seed, "failed", None, digest, seconds, error))
+            else:
+                seconds = time.perf_counter() - t0
+                ran_seconds.append(seconds)
+                console.print(f"[green][{index}/{total}] {label}: finished in {seconds:.0f} s (run {run_id})[/green]")
+                results.append(CellResult(cfg.method, cfg.seed, "resumed" if point else "finished", run_id, digest,
+                                          seconds))
+            done = sum(r.status in ("finished", "resumed", "skipped") for r in results)
+            console.print(f"sweep progress: {done}/{total} cells done, {len(results)}/{total} visited, "
+                          f"{time.perf_counter() - t_start:.0f} s elapsed")
     return results
 
 

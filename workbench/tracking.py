@@ -27,6 +27,12 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
 # Tags that say which process writes a run (the sweep and ``workbench run --resume`` read them).
 HOST_TAG = "workbench.host"
 PID_TAG = "workbench.pid"
+# What a run is, where it is not a training cell (DESIGN 10): "probe", or the parent run of a sweep or a study,
+# which records nothing itself and groups its cells. ``analysis.loaders`` reads the same names.
+KIND_TAG = "workbench.kind"
+SWEEP_KIND = "sweep"
+STUDY_KIND = "study"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
 
 
 class TrackingError(RuntimeError):
@@ -143,6 +149,43 @@ def closing_run(tracker: Tracker) -> Iterator[Tracker]:
         tracker.finish("FAILED")
         raise
     tracker.finish("FINISHED")
+
+
+def _parents(mlflow_client, exp_id: str, kind: str) -> list[str]:
+    """Run ids of the parent runs of ``kind`` in the experiment, oldest first (start time, then run id)."""
+    runs = mlflow_client.search_runs([exp_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'", max_results=1000)
+    return [run.info.run_id for run in sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))]
+
+
+def find_or_create_parent(mlflow_client, exp_id: str, kind: str, name: str) -> str:
+    """The id of the experiment's parent run of ``kind`` (tag ``workbench.kind``); a new one named ``name`` if none.
+
+    Processes that start at once (the cells of one sweep under a scheduler) settle on one parent: each that
+    created a run looks again and keeps the oldest parent, deleting its own if that is another. They agree as
+    long as their hosts' clocks agree to within the time between a create and the next search.
+    """
+    found = _parents(mlflow_client, exp_id, kind)
+    if found:
+        return found[0]
+    created = mlflow_client.create_run(exp_id, run_name=name, tags={KIND_TAG: kind}).info.run_id
+    oldest = _parents(mlflow_client, exp_id, kind)[0]
+    if oldest != created:
+        mlflow_client.delete_run(created)
+    return oldest
+
+
+@contextlib.contextmanager
+def parent_run(mlflow_client, exp_id: str, kind: str, name: str) -> Iterator[str]:
+    """The experiment's parent run of ``kind`` (:func:`find_or_create_parent`), RUNNING while the block runs.
+
+    Yields its run id, for the ``mlflow.parentRunId`` tag of the cells started in the block. It closes as a
+    cell's run does (:func:`closing_run`): FINISHED, KILLED on Ctrl-C or SIGTERM, FAILED on an error.
+    Several processes sharing one parent (``workbench sweep --cell K``) each set its status; the last wins.
+    """
+    run_id = find_or_create_parent(mlflow_client, exp_id, kind, name)
+    mlflow_client.update_run(run_id, status="RUNNING")
+    with closing_run(MlflowTracker(mlflow_client, run_id)):
+        yield run_id
 
 
 def write_parquet(frame: Any, path: Path) -> None:

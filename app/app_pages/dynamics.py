@@ -22,7 +22,8 @@ st.title("Training dynamics")
 sel = selection()
 st.caption("By method: the mean over seeds with a band (sidebar). Otherwise one line per run; a run's seed sets "
            "its dash. G2RL's base reward is ±1, the others' 0/1; the zero-variance counts show how often a group "
-           "gives GRPO no signal, before and after shaping.")
+           "gives GRPO no signal, before and after shaping. "
+           "Curves are smoothed as set in the sidebar (raw values faint behind).")
 
 logged = [key for key in PANELS if key in compare.metric_keys(sel.runs, "train/")]
 missing = [key for key in PANELS if key not in logged]
@@ -30,7 +31,8 @@ tidy = cached.histories(sel.runs, logged, sel.uri)
 
 for row in range(0, len(logged), 2):
     for column, key in zip(st.columns(2), logged[row : row + 2]):
-        fig = charts.over_steps(tidy[tidy["key"] == key], series=sel.series, band=sel.band, title=PANELS[key])
+        fig = charts.over_steps(tidy[tidy["key"] == key], series=sel.series, band=sel.band, title=PANELS[key],
+                                smoothing=sel.smoothing)
         column.plotly_chart(fig, key=f"dyn-{key}")
 if missing:
     st.caption("Not logged by the selected runs: " + ", ".join(f"`{k}`" for k in missing))
@@ -40,4 +42,5 @@ others = [k for k in compare.metric_keys(sel.runs) if k not in PANELS and not k.
 if others:
     key = st.selectbox("Metric", others, key="dyn_other")
     other = cached.histories(sel.runs, [key], sel.uri)
-    st.plotly_chart(charts.over_steps(other, series=sel.series, band=sel.band, title=key), key="dyn-other")
+    st.plotly_chart(charts.over_steps(other, series=sel.series, band=sel.band, title=key, smoothing=sel.smoothing),
+                    key="dyn-other")

@@ -67,7 +67,7 @@ pairs = compare.attach_runs(pd.concat(loaded, ignore_index=True), runs)
 tau_param = pd.to_numeric(runs.get("param.features.tau"), errors="coerce")
 tau_default = float(tau_param.dropna().iloc[0]) if tau_param is not None and tau_param.notna().any() else 0.1
 left, right = st.columns(2)
-tau = left.slider("τ, the orthogonality threshold", 0.0, 0.5, tau_default, 0.01, key="tau",
+tau = left.slider("τ, the orthogonality threshold", 0.0, 1.0, tau_default, 0.01, key="tau",
                   help="|g| ≤ τ counts as orthogonal, g < −τ as opposing, g > τ as aligned. "
                        "The runs logged their "
                        f"geometry/* metrics at τ = {tau_default:g}; here the fractions are recomputed from the dumps.")
@@ -105,7 +105,7 @@ fractions = compare.attach_runs(compare.fractions_by_step(pairs, tau, by=["run_i
 for row in range(0, len(FRACTIONS), 2):
     for column, name in zip(st.columns(2), list(FRACTIONS)[row : row + 2]):
         fig = charts.over_steps(fractions.rename(columns={name: "value"}), series=sel.series, band=sel.band,
-                                title=FRACTIONS[name], y_title="share of pairs")
+                                title=FRACTIONS[name], y_title="share of pairs", smoothing=sel.smoothing)
         column.plotly_chart(fig, key=f"geo-frac-{name}")
 
 # ---- gradient against semantic dispersion

@@ -47,7 +47,8 @@ n = int(bench.loc[bench["kind"] == "pass", "k"].max())
 for column, (kind_, k, title) in zip(st.columns(3), [("pass", 1, "pass@1"),
                                                      ("maj", n, f"maj@{n}"), ("pass", n, f"pass@{n}")]):
     part = bench[(bench["kind"] == kind_) & (bench["k"] == k)]
-    column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title),
+    column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title,
+                                          smoothing=sel.smoothing),
                         key=f"passk-steps-{kind_}-{k}")
 
 st.subheader("Table in the paper's shape")
