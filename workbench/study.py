@@ -7,9 +7,10 @@ finished cell's final checkpoint, and writes the report folder
 config hash and its arm's tag ``workbench.arm``, so running the same study
 again skips finished cells, resumes killed ones and reruns failed ones, and
 probes are skipped where a finished probe of that benchmark exists
-(:func:`workbench.probe.probe_runs`). The cells are nested in MLflow under the
-experiment's parent run tagged ``workbench.kind=study``, one for every run of
-the study. ``--report-only`` rewrites the report from the store and trains nothing.
+(:func:`workbench.probe.probe_runs`). In MLflow the cells are nested under the
+experiment's one parent run tagged ``workbench.kind=study``, which running the
+study again reuses. ``--report-only`` rewrites the report from the store and
+trains nothing.
 """
 
 from __future__ import annotations
