@@ -32,7 +32,7 @@ def _vllm_model(trainer):
 
 @pytest.mark.timeout(900)
 def test_g2rl_trains_with_vllm_colocate_generation(store, model_cache, monkeypatch):
-    import trainers.trainer as module
+    import trainers.geometry as module
 
     checked: list[float] = []  # max |forward - autograd| / max |autograd| of each forward-route call
 
@@ -52,7 +52,7 @@ def test_g2rl_trains_with_vllm_colocate_generation(store, model_cache, monkeypat
     with closing_run(tracker):
         trainer = train(cfg, tracker)
 
-    assert trainer.use_vllm and trainer.vllm_mode == "colocate" and trainer.route == "forward"
+    assert trainer.use_vllm and trainer.vllm_mode == "colocate" and trainer.phi_route == "forward"
     assert len(checked) == STEPS and max(checked) < 1e-4, checked
 
     dumps = load_dumps(tracker.run_id, store)
