@@ -79,26 +79,16 @@ def test_g2rl_trainer_under_two_processes_shapes_as_one(tmp_path):
 
 
 def _train(trainer_cls, args_cls, with_mixin: bool, tmp_path):
-    from datasets import Dataset
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from trainers import GeometryArgs, GeometryMixin
-    from workbench.models.tokenizer import char_tokenizer
 
-    torch.manual_seed(0)
-    tok = char_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id))
+    model, tok, dataset = trl_script.tiny_model_and_data()
     args = args_cls(output_dir=str(tmp_path / f"{trainer_cls.__name__}-{with_mixin}"), max_steps=2,
                     per_device_train_batch_size=8, num_generations=4, max_completion_length=6, learning_rate=1e-2,
                     report_to="none", logging_steps=1, save_strategy="no", use_cpu=True, seed=0)
     cls = type("WithGeometry", (GeometryMixin, trainer_cls), {}) if with_mixin else trainer_cls
     extra = {"geometry": GeometryArgs(dump_every=1)} if with_mixin else {}
     trainer = cls(model=model, reward_funcs=[trl_script.has_seven, trl_script.short], args=args,
-                  train_dataset=Dataset.from_list([{"prompt": f"{a} + {a} ="} for a in range(16)]),
-                  processing_class=tok, **extra)
+                  train_dataset=dataset, processing_class=tok, **extra)
     trainer.train()
     return trainer
 

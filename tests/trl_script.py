@@ -26,12 +26,12 @@ def rewards_of(completions: list[str]) -> list[float]:
     return [WEIGHTS[0] * a + WEIGHTS[1] * b for a, b in zip(has_seven(completions), short(completions), strict=True)]
 
 
-def main(out: str) -> None:
+def tiny_model_and_data():
+    """(a seeded random 2-layer Llama, its tokenizer, a 16-prompt dataset)."""
     import torch
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from trainers import G2RLConfig, G2RLTrainer
     from workbench.models.tokenizer import char_tokenizer  # any tokenizer; this one needs no download
 
     torch.manual_seed(0)
@@ -40,7 +40,13 @@ def main(out: str) -> None:
                                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                                          eos_token_id=tok.eos_token_id))
-    dataset = Dataset.from_list([{"prompt": f"{a} + {a} ="} for a in range(16)])
+    return model, tok, Dataset.from_list([{"prompt": f"{a} + {a} ="} for a in range(16)])
+
+
+def main(out: str) -> None:
+    from trainers import G2RLConfig, G2RLTrainer
+
+    model, tok, dataset = tiny_model_and_data()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     args = G2RLConfig(
         output_dir=out, max_steps=STEPS, per_device_train_batch_size=PROMPTS * GENERATIONS // world,
