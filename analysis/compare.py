@@ -20,7 +20,7 @@ from scipy import stats
 
 from analysis.geometry import DIRECTION_NAMES, direction_terms, pairs_frame, unit_rows
 from analysis.loaders import stack
-from analysis.records import SCORE_COLUMNS
+from analysis.records import SCORE_COLUMNS, parse_eval_key
 from analysis.passk import (
     maj_at_k_per_problem,
     maj_at_k_table,
@@ -31,7 +31,6 @@ from analysis.smoothing import ema
 
 BAND_KINDS = ("min-max", "std", "ci95")
 FRACTION_NAMES = ("neg_frac", "orth_frac", "opp_frac", "aligned_frac")
-_EVAL_KEY = re.compile(r"^eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
 _RUN_FIELDS = ("run_id", "run_name", "method", "seed", "preset", "task", "status", "last_step")
 
 
@@ -63,8 +62,8 @@ def eval_keys(runs: pd.DataFrame) -> pd.DataFrame:
     """The ``eval/<benchmark>/<kind>_at_<k>`` metrics present: columns key, benchmark, kind, k."""
     rows = []
     for key in metric_keys(runs, "eval/"):
-        if m := _EVAL_KEY.match(key):
-            rows.append((key, m["benchmark"], m["kind"], int(m["k"])))
+        if parsed := parse_eval_key(key):
+            rows.append((key, *parsed))
     frame = pd.DataFrame(rows, columns=["key", "benchmark", "kind", "k"])
     return frame.sort_values(["benchmark", "kind", "k"], kind="stable").reset_index(drop=True)
 

@@ -10,17 +10,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import records
+from analysis.records import ARM_TAG, KIND_TAG, PARENT_KINDS, PROBE
 
 RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "arm", "status", "start_time",
                "last_step", "final_reward"]
-KIND_TAG = "workbench.kind"  # "probe" for `workbench probe` runs (DESIGN 10); absent on training and eval runs
-# Parent runs of `workbench sweep` and `workbench study` (workbench.tracking's SWEEP_KIND, STUDY_KIND): they group
-# their cells (tag mlflow.parentRunId) and record nothing of their own.
-PARENT_KINDS = ("sweep", "study")
-ARM_TAG = "workbench.arm"  # the study arm of a run of `workbench study` and of its probe (DESIGN 10)
-PROBE = "probe"
-
-
 def _client(uri: str):
     import os
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-METRIC_KINDS = ("pass", "maj")
-_MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-. /]+$")
-_EVAL_COLUMNS = ("benchmark", "problem_id", "sample", "answer", "correct")
+from analysis.records import EVAL_COLUMNS
+
+_EVAL_COLUMNS = EVAL_COLUMNS[1:]  # every column but the step
 _CHUNK_ELEMENTS = 1 << 20  # bound on answers x problems x subsets in one block of maj@k votes
 
 
@@ -416,23 +415,3 @@ def mean_ci_over_seeds(values: Sequence[float], level: float = 0.95) -> tuple[fl
         return mean, math.nan, math.nan
     half = float(stats.t.ppf((1.0 + level) / 2.0, arr.size - 1) * arr.std(ddof=1) / math.sqrt(arr.size))
     return mean, mean - half, mean + half
-
-
-# --------------------------------------------------------------------------- names
-
-
-def metric_key(benchmark: str, kind: str, k: int) -> str:
-    """MLflow metric name ``eval/<benchmark>/<kind>_at_<k>`` (DESIGN 6).
-
-    MLflow rejects '@', hence ``pass_at_16`` rather than ``pass@16``.
-    """
-    if kind not in METRIC_KINDS:
-        raise ValueError(f"kind={kind!r} is unknown; choose one of {list(METRIC_KINDS)}")
-    if int(k) < 1:
-        raise ValueError(f"k={k} is invalid; need k >= 1")
-    if not _MLFLOW_NAME.match(benchmark):
-        raise ValueError(
-            f"benchmark={benchmark!r} cannot appear in an MLflow metric name; "
-            "use letters, digits, '_', '-', '.', '/' and space"
-        )
-    return f"eval/{benchmark}/{kind}_at_{int(k)}"

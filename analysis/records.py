@@ -1,25 +1,113 @@
-"""The record a run leaves in MLflow (DESIGN 6): artifact paths and dump columns, declared once.
+"""The record a run leaves in MLflow (DESIGN 6), declared once.
 
-Writers (the trainer's recorders, evaluation, probes) and readers (loaders, the
-app, notebooks) take these names from here. Imports no torch.
+Writers (the trainer's recorders, evaluation, probes, sweeps) and readers
+(loaders, the app, notebooks, reports) take every name from here: where the
+store is, the tags that say what a run is, the metric-key rule, artifact paths,
+the dump and eval columns and their Arrow schema. Imports no torch.
 """
 
 from __future__ import annotations
 
-DUMP_COLUMNS = ("step", "group", "sample", "prompt_id", "prompt", "completion", "answer", "correct", "base_reward",
-                "shaped_reward", "advantage", "num_tokens", "grad_feature", "embedding", "nu", "nu_bar", "novelty")
-"""Columns of a feature dump, in order; a method's own score columns follow them."""
+import os
+import re
+from pathlib import Path
 
-SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
-"""The built-in methods' score columns (G2RL's nu and nu_bar, EVOL-RL's novelty), in every dump."""
+# --------------------------------------------------------------------------- where the store is
+
+DEFAULT_DB = "mlruns.db"
+"""The SQLite store in the working directory when ``MLFLOW_TRACKING_URI`` is unset."""
+DEFAULT_ARTIFACTS = "mlartifacts"
+"""Artifact folder beside :data:`DEFAULT_DB`."""
+DEFAULT_EXPERIMENT = "workbench"
+"""The MLflow experiment of ``workbench run``, ``eval``, ``probe`` and ``runs`` unless told otherwise."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite file :data:`DEFAULT_DB` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+# --------------------------------------------------------------------------- tags
+
+METHOD_TAG, SEED_TAG, PRESET_TAG, TASK_TAG = "method", "seed", "preset", "task"
+HASH_TAG = "config_hash"
+"""The digest of a cell's resolved config: a sweep reuses a finished run with the same one."""
+HOST_TAG = "workbench.host"
+PID_TAG = "workbench.pid"
+"""Which process writes a run (the sweep and ``workbench run --resume`` read them)."""
+KIND_TAG = "workbench.kind"
+"""What a run is, where it is not a training cell (DESIGN 10): :data:`PROBE`, or a parent run."""
+PROBE = "probe"
+SWEEP_KIND = "sweep"
+STUDY_KIND = "study"
+PARENT_KINDS = (SWEEP_KIND, STUDY_KIND)
+"""Parent runs of ``workbench sweep`` and ``workbench study``: they group their cells and record nothing."""
+PARENT_TAG = "mlflow.parentRunId"
+"""MLflow's own tag: its UI nests a run under the run it names."""
+ARM_TAG = "workbench.arm"
+"""The study arm of a run of ``workbench study`` and of its probe."""
+PROBE_OF_TAG = "workbench.probe_of"
+PROBE_BENCHMARK_TAG = "workbench.probe_benchmark"
+PROBE_STEP_TAG = "workbench.probe_step"
+EVAL_METHOD = "eval"
+"""The ``method`` tag of a ``workbench eval`` run."""
+
+# --------------------------------------------------------------------------- metric keys
+
+_MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-./ ]+$")
+METRIC_KINDS = ("pass", "maj")
+_EVAL_KEY = re.compile(r"^eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
+
+
+def check_metric_name(name: str) -> str:
+    """``name`` if MLflow accepts it as a metric or benchmark name (letters, digits, ``_ - . /`` and space)."""
+    if not _MLFLOW_NAME.match(name):
+        raise ValueError(f"name {name!r} has characters MLflow rejects; use letters, digits, _ - . / and space")
+    return name
+
+
+def eval_key(benchmark: str, kind: str, k: int) -> str:
+    """MLflow metric name ``eval/<benchmark>/<kind>_at_<k>`` (DESIGN 6).
+
+    MLflow rejects '@', hence ``pass_at_16`` rather than ``pass@16``.
+    """
+    if kind not in METRIC_KINDS:
+        raise ValueError(f"kind={kind!r} is unknown; choose one of {list(METRIC_KINDS)}")
+    if int(k) < 1:
+        raise ValueError(f"k={k} is invalid; need k >= 1")
+    check_metric_name(benchmark)
+    return f"eval/{benchmark}/{kind}_at_{int(k)}"
+
+
+def parse_eval_key(key: str) -> tuple[str, str, int] | None:
+    """(benchmark, kind, k) of an :func:`eval_key` name, else None."""
+    m = _EVAL_KEY.match(key)
+    return (m["benchmark"], m["kind"], int(m["k"])) if m else None
+
+
+# The per-step metric families (DESIGN 6); a run's keys all start with one of these.
+METRIC_PREFIXES = ("train/", "geometry/", "method/", "perf/", "eval/", "system/")
+
+# --------------------------------------------------------------------------- artifacts
 
 FEATURES_DIR = "features"
 EVAL_DIR = "eval"
+COMPLETIONS_DIR = "completions"
+"""One group's completions per logged step, as an MLflow table (``mlflow.log_table``) for the MLflow UI."""
+CONFIG_ARTIFACT = "config.yaml"
+"""The resolved run config (``--set`` overrides applied), as YAML."""
+_STEP_FILE = re.compile(r"^(?P<folder>[a-z]+)/step_(?P<step>\d{6,})\.(?P<ext>parquet|json)$")
 
 
-def step_path(folder: str, step: int) -> str:
-    """Artifact path of the step-``step`` file of ``folder`` (:data:`FEATURES_DIR` or :data:`EVAL_DIR`)."""
-    return f"{folder}/step_{step:06d}.parquet"
+def step_path(folder: str, step: int, ext: str = "parquet") -> str:
+    """Artifact path of the step-``step`` file of ``folder`` (:data:`FEATURES_DIR`, :data:`EVAL_DIR`, ...)."""
+    return f"{folder}/step_{step:06d}.{ext}"
+
+
+def parse_step_path(path: str) -> tuple[str, int] | None:
+    """(folder, step) of a :func:`step_path`, else None."""
+    m = _STEP_FILE.match(path)
+    return (m["folder"], int(m["step"])) if m else None
 
 
 def dump_path(step: int) -> str:
@@ -30,3 +118,48 @@ def dump_path(step: int) -> str:
 def eval_path(step: int) -> str:
     """Artifact path of the evaluation samples at step ``step``."""
     return step_path(EVAL_DIR, step)
+
+
+def completions_path(step: int) -> str:
+    """Artifact path of the completion table of step ``step``."""
+    return step_path(COMPLETIONS_DIR, step, "json")
+
+
+# --------------------------------------------------------------------------- columns
+
+DUMP_COLUMNS = ("step", "group", "sample", "prompt_id", "prompt", "completion", "answer", "correct", "base_reward",
+                "shaped_reward", "advantage", "num_tokens", "grad_feature", "embedding", "nu", "nu_bar", "novelty")
+"""Columns of a feature dump, in order; a method's own score columns follow them."""
+
+SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
+"""The built-in methods' score columns (G2RL's nu and nu_bar, EVOL-RL's novelty), in every dump."""
+
+EVAL_COLUMNS = ("step", "benchmark", "problem_id", "sample", "answer", "correct")
+"""Columns of an evaluation frame: one row per sample."""
+
+COMPLETION_COLUMNS = ("prompt", "completion", "answer", "correct", "base_reward", "shaped_reward", "advantage")
+"""Columns of a step's completion table."""
+
+DATASET_CONTEXTS = ("training", "evaluation")
+"""``mlflow.log_input`` contexts: the training split, and each benchmark a run evaluates on."""
+
+
+def dump_schema(vector_dtype: str = "float32", extra_scores=()):
+    """The Arrow schema of a feature dump; vectors are ``float16`` or ``float32`` lists."""
+    import pyarrow as pa
+
+    vec = pa.list_(pa.float16() if vector_dtype == "float16" else pa.float32())
+    types = {"step": pa.int64(), "group": pa.int64(), "sample": pa.int64(), "prompt_id": pa.string(),
+             "prompt": pa.string(), "completion": pa.string(), "answer": pa.string(), "correct": pa.bool_(),
+             "base_reward": pa.float64(), "shaped_reward": pa.float64(), "advantage": pa.float64(),
+             "num_tokens": pa.int64(), "grad_feature": vec, "embedding": vec}
+    names = list(dict.fromkeys((*DUMP_COLUMNS, *extra_scores)))
+    return pa.schema([(name, types.get(name, pa.float64())) for name in names])
+
+
+def eval_schema():
+    """The Arrow schema of an evaluation frame."""
+    import pyarrow as pa
+
+    return pa.schema([("step", pa.int64()), ("benchmark", pa.string()), ("problem_id", pa.string()),
+                      ("sample", pa.int64()), ("answer", pa.string()), ("correct", pa.bool_())])

@@ -27,8 +27,8 @@ import pandas as pd
 
 from analysis.compare import BAND_KINDS, band_over_seeds
 from analysis.loaders import is_probe, metric_history, runs_table
+from analysis.records import parse_eval_key
 
-_EVAL_METRIC = re.compile(r"^metric\.eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
 METHOD_ORDER = ("grpo", "entropy", "evol_rl", "g2rl")
 BENCHMARK_ORDER = ("math500", "amc", "aime24", "aime25", "gpqa_diamond", "gsm8k", "countdown", "countdown_test", "arithmetic", "arithmetic_test")
 LONG_COLUMNS = ["method", "benchmark", "metric", "k", "mean", "half", "lo", "hi", "n_seeds", "values"]
@@ -70,9 +70,8 @@ def _eval_columns(runs: pd.DataFrame) -> dict[tuple[str, str, int], str]:
     """(benchmark, kind, k) -> column name in the runs table."""
     out = {}
     for col in runs.columns:
-        m = _EVAL_METRIC.match(col)
-        if m:
-            out[(m["benchmark"], m["kind"], int(m["k"]))] = col
+        if col.startswith("metric.") and (parsed := parse_eval_key(col.removeprefix("metric."))):
+            out[parsed] = col
     return out
 
 

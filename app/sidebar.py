@@ -14,9 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis import compare
-from workbench.tracking import tracking_uri
+from analysis.records import DEFAULT_EXPERIMENT, tracking_uri
 
-DEFAULT_EXPERIMENT = "workbench"  # workbench.config.TrackingConfig.experiment's default
 DEFAULT_SMOOTHING = 0.6  # TensorBoard's default
 BAND_LABELS = {"min-max": "min to max over seeds", "std": "mean ± 1 std", "ci95": "95 % t-interval"}
 FIRST_RUN = """No runs to show yet. Make a first run (a tiny model on the synthetic countdown task, minutes on a laptop CPU):

@@ -36,7 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.geometry import geometry_metrics, unit_rows
-from analysis.passk import maj_at_k_table, metric_key, pass_at_k_table
+from analysis.passk import maj_at_k_table, pass_at_k_table
+from analysis.records import eval_key as metric_key
 from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
 from workbench.tasks.countdown_rules import format_steps
 

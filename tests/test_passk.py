@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analysis.records import eval_key as metric_key
 from analysis.passk import (
     bootstrap_ci,
     ks_for,
@@ -21,7 +22,6 @@ from analysis.passk import (
     maj_at_k_per_problem,
     maj_at_k_table,
     mean_ci_over_seeds,
-    metric_key,
     pass_at_k,
     pass_at_k_array,
     pass_at_k_per_problem,

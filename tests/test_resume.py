@@ -36,7 +36,8 @@ from conftest import SMALL
 from trainers.method import Method, Shaped, StepBatch
 from workbench.cli import main
 from workbench.config import build_config
-from workbench.tracking import PID_TAG, client
+from analysis.records import PID_TAG
+from workbench.tracking import client
 from workbench.train import RESUMED_TAG, last_checkpoint, start_tracker
 
 STEPS, SAVE = 8, 2

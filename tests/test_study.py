@@ -71,7 +71,8 @@ def test_study_cells_are_nested_under_the_studys_parent_run(store, tmp_path):
     from analysis.study import study_runs
     from workbench.study import run_study
     from workbench.study_spec import load_study
-    from workbench.tracking import PARENT_TAG, client
+    from analysis.records import PARENT_TAG
+    from workbench.tracking import client
 
     def fake_train(cfg, tracker):
         tracker.log_metrics({"train/reward": 0.5}, step=1)

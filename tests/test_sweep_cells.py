@@ -144,7 +144,7 @@ def test_cells_are_nested_under_one_parent_run_that_a_rerun_reuses(store):
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
     from analysis import loaders
-    from workbench.tracking import KIND_TAG, PARENT_TAG, STUDY_KIND, SWEEP_KIND
+    from analysis.records import KIND_TAG, PARENT_TAG, STUDY_KIND, SWEEP_KIND
 
     assert PARENT_TAG == MLFLOW_PARENT_RUN_ID  # the tag MLflow's UI nests runs by
     assert (loaders.KIND_TAG, set(loaders.PARENT_KINDS)) == (KIND_TAG, {SWEEP_KIND, STUDY_KIND})  # what readers skip

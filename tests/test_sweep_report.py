@@ -18,7 +18,8 @@ from analysis.report import report_data, report_table, to_markdown
 from workbench.cli import USER_ERRORS
 from workbench.config import ConfigError
 from workbench.report import add_report_parser, write_report
-from workbench.sweep import HASH_TAG, HOST_TAG, PID_TAG, add_sweep_parser, cell_configs, config_hash, sweep
+from analysis.records import HASH_TAG, HOST_TAG, PID_TAG
+from workbench.sweep import add_sweep_parser, cell_configs, config_hash, sweep
 
 BASE = [{"model": {"preset": "tiny"}, "training": {"steps": 2}}]
 

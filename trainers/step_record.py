@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.geometry import geometry_metrics
-from analysis.records import SCORE_COLUMNS
+from analysis.records import SCORE_COLUMNS, dump_schema
 from trainers.method import Shaped, StepBatch
 from trainers.shaping import zero_variance_groups
 
@@ -82,7 +82,7 @@ def random_projection(x: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
 
 def dump_table(record: StepRecord, *, dtype: str = "float32", project_dim: int | None = None,
                seed: int = 0) -> pa.Table:
-    """The dump of one step as an Arrow table with the schema of DESIGN 6.
+    """The dump of one step as an Arrow table with :func:`analysis.records.dump_schema` (DESIGN 6).
 
     The built-in score columns are always there (null where the method has
     none); a method's own score columns follow them.
@@ -119,7 +119,7 @@ def dump_table(record: StepRecord, *, dtype: str = "float32", project_dim: int |
             [None] * n if values is None else [None if not np.isfinite(v) else float(v) for v in values],
             pa.float64(),
         )
-    return pa.table(columns)
+    return pa.table(columns, schema=dump_schema(dtype, record.score_columns))
 
 
 def _vectors(x: np.ndarray | None, n: int, dtype: pa.DataType) -> pa.Array:

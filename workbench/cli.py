@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.records import DEFAULT_EXPERIMENT
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
 from workbench.eval_cmd import add_eval_parser
 from workbench.probe import add_probe_parser
@@ -28,7 +29,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--seed", type=int, help="run seed")
-    p.add_argument("--experiment", help="MLflow experiment name (default 'workbench')")
+    p.add_argument("--experiment", help=f"MLflow experiment name (default {DEFAULT_EXPERIMENT!r})")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config file (sections as in `workbench config`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override any config field, e.g. --set training.learning_rate=1e-5 (repeatable)")
@@ -140,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     add_config_flags(cfg)
     cfg.set_defaults(func=cmd_config)
     runs = sub.add_parser("runs", help="list the runs of an experiment")
-    runs.add_argument("--experiment", default="workbench", help="MLflow experiment name")
+    runs.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
     runs.set_defaults(func=cmd_runs)
     add_sweep_parser(sub)
     add_study_parser(sub)

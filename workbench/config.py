@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from analysis.records import DEFAULT_EXPERIMENT
+
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the fix."""
@@ -114,7 +116,7 @@ class EvalConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    experiment: str = Field("workbench", min_length=1, description="MLflow experiment name.")
+    experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default method-seed).")
     flush_s: float = Field(10.0, ge=0, description="Seconds between metric writes (0: at once); "
                            "metrics are also written at every checkpoint and when the run ends.")

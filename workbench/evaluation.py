@@ -14,11 +14,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.passk import ks_for, maj_at_k_table, metric_key, pass_at_k_table
+from analysis.passk import ks_for, maj_at_k_table, pass_at_k_table
+from analysis.records import EVAL_COLUMNS, eval_key
 from workbench.tasks import Problem, Task
-
-EVAL_COLUMNS = ["step", "benchmark", "problem_id", "sample", "answer", "correct"]
-
 
 def format_prompt(problem: Problem, tokenizer, chat: bool) -> str:
     """The text a model is given: a chat template for chat tasks, the raw prompt otherwise."""
@@ -61,7 +59,7 @@ def sample_problems(model, tokenizer, task: Task, problems: Sequence[Problem], *
                 rows.append((step, benchmark, problem.id, i % n, verdict.answer, verdict.correct))
             if progress is not None:
                 progress(len(chunk))
-    return pd.DataFrame(rows, columns=EVAL_COLUMNS)
+    return pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
 
 
 @contextlib.contextmanager
@@ -84,7 +82,7 @@ def score(frame: pd.DataFrame, ks: Sequence[int] | None = None) -> dict[str, flo
     n = int(frame.groupby(["benchmark", "problem_id"]).size().min())
     ks = list(ks) if ks is not None else ks_for(n)
     table = pd.concat([pass_at_k_table(frame, ks), maj_at_k_table(frame, ks)], ignore_index=True)
-    return {metric_key(r.benchmark, r.metric, int(r.k)): float(r.value) for r in table.itertuples()}
+    return {eval_key(r.benchmark, r.metric, int(r.k)): float(r.value) for r in table.itertuples()}
 
 
 def benchmark_suite(cfg, task: Task) -> list[tuple[str, Task, list[Problem]]]:

@@ -42,11 +42,9 @@ import numpy as np
 
 from workbench import __version__
 from workbench.config import ConfigError, WorkbenchConfig, build_config, validate
-from workbench.tracking import KIND_TAG
-
-PROBE_OF_TAG = "workbench.probe_of"
-BENCHMARK_TAG = "workbench.probe_benchmark"
-STEP_TAG = "workbench.probe_step"
+from analysis.records import ARM_TAG, DEFAULT_EXPERIMENT, KIND_TAG, PROBE, PROBE_OF_TAG
+from analysis.records import PROBE_BENCHMARK_TAG as BENCHMARK_TAG
+from analysis.records import PROBE_STEP_TAG as STEP_TAG
 NO_RUN_METHOD = "base"  # the method tag of a probe of a model that no run trained
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -74,7 +72,7 @@ def _run_config(mlflow_client, run_id: str) -> tuple[Any, WorkbenchConfig]:
     """Run ``run_id`` and its recorded config; errors name the run and the fix."""
     import yaml
 
-    from workbench.train import CONFIG_ARTIFACT
+    from analysis.records import CONFIG_ARTIFACT
     from workbench.tracking import TrackingError, get_run, read_text_artifact
 
     run = get_run(mlflow_client, run_id)
@@ -247,9 +245,8 @@ def _cut_after_eos(tokens: list[int], eos: int | None) -> list[int]:
 def probe_tags(source: ProbeSource, benchmark: str, seed: int) -> dict[str, str]:
     """The probe run's tags: kind, the source run, its method, seed and study arm (``base`` and ``seed``
     without a source run)."""
-    from analysis.loaders import ARM_TAG
 
-    tags = {KIND_TAG: "probe", BENCHMARK_TAG: benchmark, STEP_TAG: str(source.step), "preset": source.preset,
+    tags = {KIND_TAG: PROBE, BENCHMARK_TAG: benchmark, STEP_TAG: str(source.step), "preset": source.preset,
             "task": benchmark, "workbench_version": __version__}
     if source.run is not None:
         src = source.run.data.tags
@@ -312,7 +309,7 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="weights dtype (default bfloat16 on GPU, float32 on CPU)")
-    p.add_argument("--experiment", help="MLflow experiment (default: the source run's, else 'workbench')")
+    p.add_argument("--experiment", help=f"MLflow experiment (default: the source run's, else {DEFAULT_EXPERIMENT!r})")
     p.add_argument("--run-name", help="MLflow run name (default probe-<benchmark>-<source>)")
     p.set_defaults(func=cmd_probe)
     return p
@@ -380,7 +377,7 @@ def probe(source: ProbeSource, *, benchmark: str = "task", data_dir: str | None 
         raise ConfigError(f"benchmark {name!r} has no problems to probe")
     c = client()
     if experiment is None:
-        experiment = c.get_experiment(source.run.info.experiment_id).name if source.run is not None else "workbench"
+        experiment = c.get_experiment(source.run.info.experiment_id).name if source.run is not None else DEFAULT_EXPERIMENT
     e = source.cfg.eval
     temperature = temperature or e.temperature
     max_new_tokens = max_new_tokens or e.max_new_tokens or source.cfg.training.max_completion_length
@@ -435,7 +432,7 @@ def existing_probe(mlflow_client, run_id: str, benchmark: str) -> str | None:
     run = mlflow_client.get_run(run_id)
     found = mlflow_client.search_runs(
         [run.info.experiment_id], max_results=1,
-        filter_string=(f"tags.`{KIND_TAG}` = 'probe' and tags.`{PROBE_OF_TAG}` = '{run_id}' and "
+        filter_string=(f"tags.`{KIND_TAG}` = '{PROBE}' and tags.`{PROBE_OF_TAG}` = '{run_id}' and "
                        f"params.benchmark = '{benchmark}' and attributes.status = 'FINISHED'"))
     return found[0].info.run_id if found else None
 

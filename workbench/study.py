@@ -22,12 +22,11 @@ import time
 
 from workbench.study_spec import Study, load_study
 from workbench.sweep import CellResult, TrainFn, run_cells, summary_table
-from workbench.tracking import STUDY_KIND
+from analysis.records import ARM_TAG, STUDY_KIND
 
 
 def run_study(study: Study, *, train_fn: TrainFn | None = None, console=None) -> tuple[list[CellResult], list]:
     """Train every cell not yet finished, then probe every finished cell; (cell results, probe results)."""
-    from analysis.loaders import ARM_TAG
     from workbench.probe import probe_runs
 
     results = run_cells(study.cells, study.experiment, train_fn=train_fn, console=console,

@@ -56,11 +56,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
+from analysis.records import DEFAULT_EXPERIMENT, HASH_TAG, HOST_TAG, PARENT_TAG, PID_TAG, SWEEP_KIND
 from workbench.tracking import (
-    HOST_TAG,
-    PARENT_TAG,
-    PID_TAG,
-    SWEEP_KIND,
     Tracker,
     TrackingError,
     client,
@@ -70,7 +67,6 @@ from workbench.tracking import (
 )
 
 TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
-HASH_TAG = "config_hash"
 CELL_KEYS = ("method", "seed")
 CHECKPOINTS_PER_CELL = 10
 KEEP_CHECKPOINTS = 2
@@ -358,7 +354,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps of every cell")
-    p.add_argument("--experiment", help="MLflow experiment of the whole grid (default: the config's, 'workbench')")
+    p.add_argument("--experiment", help=f"MLflow experiment of the whole grid (default: the config's, {DEFAULT_EXPERIMENT!r})")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config file shared by every cell")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config field in every cell, e.g. --set training.learning_rate=1e-5 (repeatable)")

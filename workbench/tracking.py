@@ -19,35 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-DEFAULT_DB = "mlruns.db"
-DEFAULT_ARTIFACTS = "mlartifacts"
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-./ ]+$")
+from analysis.records import DEFAULT_ARTIFACTS, KIND_TAG, check_metric_name, tracking_uri
+
 # MLflow's own rule for run ids: no dots or slashes, so an id can name a folder without escaping it.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
-# Tags that say which process writes a run (the sweep and ``workbench run --resume`` read them).
-HOST_TAG = "workbench.host"
-PID_TAG = "workbench.pid"
-# What a run is, where it is not a training cell (DESIGN 10): "probe", or the parent run of a sweep or a study,
-# which records nothing itself and groups its cells. ``analysis.loaders`` reads the same names.
-KIND_TAG = "workbench.kind"
-SWEEP_KIND = "sweep"
-STUDY_KIND = "study"
-PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: its UI nests a run under the run it names
 
 
 class TrackingError(RuntimeError):
     """The tracking server cannot be used; the message says which and how to fix it."""
-
-
-def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the working directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
-
-
-def check_metric_name(name: str) -> str:
-    if not _METRIC_NAME.match(name):
-        raise ValueError(f"metric name {name!r} has characters MLflow rejects; use letters, digits, _ - . / and space")
-    return name
 
 
 def check_run_id(run_id: str) -> str:

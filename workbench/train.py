@@ -44,9 +44,8 @@ import yaml
 from workbench import __version__
 from workbench.config import ConfigError, WorkbenchConfig, build_method, flatten, to_yaml, validate
 from trainers.registry import UnknownNameError
+from analysis.records import CONFIG_ARTIFACT, HOST_TAG, PID_TAG
 from workbench.tracking import (
-    HOST_TAG,
-    PID_TAG,
     MlflowTracker,
     NullTracker,
     Tracker,
@@ -59,7 +58,6 @@ from workbench.tracking import (
 
 log = logging.getLogger(__name__)
 
-CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_TAG = "workbench.checkpoint_dir"
 RESUMED_TAG = "workbench.resumed_from_step"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
