@@ -92,16 +92,21 @@ METRIC_PREFIXES = ("train/", "geometry/", "method/", "perf/", "eval/", "system/"
 
 FEATURES_DIR = "features"
 EVAL_DIR = "eval"
-COMPLETIONS_DIR = "completions"
-"""One group's completions per logged step, as an MLflow table (``mlflow.log_table``) for the MLflow UI."""
+COMPLETIONS_TABLE = "completions.json"
+"""One group's completions per logged step, in one MLflow table (``log_table``) with a ``step`` column.
+
+One table, appended, rather than a file per step: MLflow lists every table of a run in
+one tag of at most 8,000 characters, which a file per step would overflow after about
+130 steps.
+"""
 CONFIG_ARTIFACT = "config.yaml"
 """The resolved run config (``--set`` overrides applied), as YAML."""
-_STEP_FILE = re.compile(r"^(?P<folder>[a-z]+)/step_(?P<step>\d{6,})\.(?P<ext>parquet|json)$")
+_STEP_FILE = re.compile(r"^(?P<folder>[a-z]+)/step_(?P<step>\d{6,})\.parquet$")
 
 
-def step_path(folder: str, step: int, ext: str = "parquet") -> str:
-    """Artifact path of the step-``step`` file of ``folder`` (:data:`FEATURES_DIR`, :data:`EVAL_DIR`, ...)."""
-    return f"{folder}/step_{step:06d}.{ext}"
+def step_path(folder: str, step: int) -> str:
+    """Artifact path of the step-``step`` file of ``folder`` (:data:`FEATURES_DIR` or :data:`EVAL_DIR`)."""
+    return f"{folder}/step_{step:06d}.parquet"
 
 
 def parse_step_path(path: str) -> tuple[str, int] | None:
@@ -120,11 +125,6 @@ def eval_path(step: int) -> str:
     return step_path(EVAL_DIR, step)
 
 
-def completions_path(step: int) -> str:
-    """Artifact path of the completion table of step ``step``."""
-    return step_path(COMPLETIONS_DIR, step, "json")
-
-
 # --------------------------------------------------------------------------- columns
 
 DUMP_COLUMNS = ("step", "group", "sample", "prompt_id", "prompt", "completion", "answer", "correct", "base_reward",
@@ -137,8 +137,9 @@ SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
 EVAL_COLUMNS = ("step", "benchmark", "problem_id", "sample", "answer", "correct")
 """Columns of an evaluation frame: one row per sample."""
 
-COMPLETION_COLUMNS = ("prompt", "completion", "answer", "correct", "base_reward", "shaped_reward", "advantage")
-"""Columns of a step's completion table."""
+COMPLETION_COLUMNS = ("step", "group", "sample", "prompt", "completion", "answer", "correct", "base_reward",
+                      "shaped_reward", "advantage")
+"""Columns of :data:`COMPLETIONS_TABLE`: the dump's columns without the vectors, for one group a step."""
 
 DATASET_CONTEXTS = ("training", "evaluation")
 """``mlflow.log_input`` contexts: the training split, and each benchmark a run evaluates on."""

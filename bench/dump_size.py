@@ -109,7 +109,7 @@ def run() -> list[Row]:
         rows.append(Row(BENCH, "Qwen3-1.7B scale: float32, d 2048, pyarrow defaults (dictionary encoding on every "
                         "column; reference)", f"{path.stat().st_size / 2**20:.2f} MiB",
                         note=f"the workbench's write is {full / path.stat().st_size:.0%} of this"))
-    rows.append(Row(BENCH, "per 1,000 logged steps (features.every=1): float32 / float16 / float16 + project_dim 256",
+    rows.append(Row(BENCH, "per 1,000 logged steps (features.dump_every=1): float32 / float16 / float16 + project_dim 256",
                     " / ".join(f"{sizes[k] * 1000 / 2**30:.2f} GiB" for k in
                                [("float32", None), ("float16", None), ("float16", 256)]),
                     note=f"float16 + 256-dim projection is {sizes[('float16', 256)] / full:.0%} of float32's size"))

@@ -5,9 +5,9 @@ round after round (see ``bench/harness.py``):
 
 - **TRL**: ``trl.GRPOTrainer`` given exactly the model, ``GRPOConfig``, dataset and verifier
   reward that ``workbench run --method grpo`` builds, and nothing else (no hooks, no callbacks).
-- **ours, logging off**: ``MethodTrainer`` with ``features.every=0``, logging its scalar
+- **ours, logging off**: ``MethodTrainer`` with ``features.geometry=false features.dump_every=0``, logging its scalar
   metrics to an MLflow store (SQLite in a scratch folder).
-- **ours, logging on**: the default, ``features.every=1``: Phi by the sampling route, text
+- **ours, logging on**: the default, ``features.geometry=true features.dump_every=1``: Phi by the sampling route, text
   embeddings (MiniLM), geometry metrics and a Parquet feature dump, every step, to that store.
 
 A step's time is the interval between consecutive step starts, so it includes every callback and
@@ -84,7 +84,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
     steps, rounds = (6, 2) if quick else (8, 5)
     common = [f"training.steps={steps}", "training.cpu_threads=1"]
-    off = config("grpo", *common, "features.every=0")
+    off = config("grpo", *common, "features.geometry=false", "features.dump_every=0")
     on = config("grpo", *common)
     on_tracker = start_tracker(on)
     trainers = {
@@ -128,7 +128,7 @@ def smollm2_rows(rounds: int = 3) -> list[Row]:
     overrides = [*SMOLLM2, f"training.steps={steps}"]
     on = config("grpo", *overrides)
     tracker = start_tracker(on)
-    trainers = {"trl": build_trainer(config("grpo", *overrides, "features.every=0"), NullTracker(), plain=True),
+    trainers = {"trl": build_trainer(config("grpo", *overrides, "features.geometry=false", "features.dump_every=0"), NullTracker(), plain=True),
                 "on": build_trainer(on, tracker)}
     seconds = Seconds()
     instrument(trainers["on"], tracker, seconds)

@@ -99,7 +99,7 @@ def step_report(preset: str, steps: int, rounds: int, use_vllm: bool, overrides:
     from bench.step_cost import HOLD, interleaved_steps
     from workbench.tracking import NullTracker
 
-    settings = [f"model.preset={preset}", f"training.steps={steps}", HOLD, "features.every=0",
+    settings = [f"model.preset={preset}", f"training.steps={steps}", HOLD, "features.geometry=false", "features.dump_every=0",
                 f"training.use_vllm={str(use_vllm).lower()}", *overrides]
     trainers = {m: build_trainer(config(m, *settings), NullTracker()) for m in ("grpo", "g2rl")}
     times = interleaved_steps(trainers, rounds, warmup_steps=1)

@@ -5,9 +5,9 @@ policy held still: see ``HOLD``),
 then all trainers run ``K`` steps each, round after round, in rotating order; a round's step
 time is the median of its steps after the first (warm-up). Ratios pair the methods of one round.
 
-- **logging on**: the default config, ``features.every=1`` (every method computes Phi and text
+- **logging on**: the default config, ``features.geometry=true features.dump_every=1`` (every method computes Phi and text
   embeddings for its dumps and geometry; the method then only changes the shaping).
-- **logging off**: ``features.every=0``: a method pays only for what it needs itself (G2RL: Phi by
+- **logging off**: ``features.geometry=false features.dump_every=0``: a method pays only for what it needs itself (G2RL: Phi by
   the sampling route; EVOL-RL: the text encoder; GRPO and entropy: nothing).
 
 On the tiny preset (the embedded default); on ``smollm2-135m`` with ``--smollm2`` (a few steps
@@ -89,7 +89,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     rows: list[Row] = []
     steps, rounds = (6, 2) if quick else (8, 4)
     # Tiny preset, the embedded default: 8 prompts x 8 completions of <= 8 tokens.
-    for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.every=0"])]:
+    for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.geometry=false", "features.dump_every=0"])]:
         trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", HOLD, *logging),
                                      NullTracker()) for m in METHODS}
         rows += method_rows(label, interleaved_steps(trainers, rounds, inner=True),
@@ -98,7 +98,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     if smollm2:
         # 3 steps per method, the first dropped, one round (see SMOLLM2); SmolLM2's rewards on the arithmetic
         # task are mostly 0, which changes no cost.
-        overrides = [*SMOLLM2, "training.steps=3", HOLD, "features.every=0"]
+        overrides = [*SMOLLM2, "training.steps=3", HOLD, "features.geometry=false", "features.dump_every=0"]
         trainers = {m: build_trainer(config(m, *overrides), NullTracker()) for m in METHODS}
         rounds_s = 1
         times = interleaved_steps(trainers, rounds_s, warmup_steps=0, skip=1)

@@ -14,7 +14,7 @@ The grid's runs are nested under a parent run (tag ``workbench.kind=sweep``), as
 ``workbench sweep`` records them; the app must not take it for a run.
 
 Two runs are damaged on purpose: ``grpo`` seed 1 has no dumps at all
-(``features.every=0``) and ``g2rl`` seed 1 has a truncated dump (an
+(``features.dump_every=0``) and ``g2rl`` seed 1 has a truncated dump (an
 interrupted write) and status KILLED.
 
 Run as a script to make a store to look at:
@@ -231,7 +231,7 @@ def _params(method: str, seed: int, dumps: bool, tau: float) -> dict[str, str]:
         "training.beta": 0.001, "training.temperature": 1.0, "training.max_steps": 20,
         "entropy.coef": 0.01 if method == "entropy" else 0.0, "evol_rl.labels": "verifier",
         "g2rl.lam": 1.0, "g2rl.scaler": "paper_text", "g2rl.route": "sampling",
-        "features.every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": tau,
+        "features.geometry": True, "features.dump_every": 2 if dumps else 0, "features.dtype": "float32", "features.tau": tau,
         "eval.n": 8, "eval.every": 10, "tracking.experiment": EXPERIMENT,
     }
 

@@ -110,7 +110,7 @@ def test_overview_lists_runs_and_what_differs(app):
     assert {"seed", "preset", "task", "steps", "status", "train/reward", "geometry/neg_frac"} <= set(runs.columns)
     assert (runs["steps"] == 20).all() and "KILLED" in set(runs["status"])
     diff = at.dataframe[1].value
-    assert {"method", "seed", "entropy.coef", "features.every"} <= set(diff.index)
+    assert {"method", "seed", "entropy.coef", "features.dump_every"} <= set(diff.index)
     assert "training.learning_rate" not in diff.index  # the same everywhere
 
 

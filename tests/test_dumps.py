@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.geometry import DIRECTION_NAMES, SEMANTIC_NAMES, geometry_metrics
 from analysis.loaders import RUN_COLUMNS, artifact_steps, load_dumps, metric_history, runs_table, stack
-from workbench.config import FeaturesConfig, build_config, flatten
+from workbench.config import ConfigError, FeaturesConfig, build_config, flatten
 from analysis.records import DUMP_COLUMNS, dump_path
 from trainers.step_record import StepRecord, random_projection
 from workbench.recording import StepRecorder
@@ -175,7 +175,7 @@ def test_loaders_return_documented_shapes(store, runs):
     assert set(RUN_COLUMNS) <= set(table.columns)
     assert sorted(table["method"]) == sorted(METHODS)
     assert (table["last_step"] == STEPS[-1]).all()
-    assert {"param.features.dtype", "param.features.every", "param.features.project_dim"} <= set(table.columns)
+    assert {"param.features.dtype", "param.features.dump_every", "param.features.project_dim"} <= set(table.columns)
     assert table["param.features.dtype"].eq("float32").all()
     assert {f"metric.{key}" for key in GEOMETRY_KEYS} <= set(table.columns)
     assert runs_table("no such experiment", store).columns.tolist() == RUN_COLUMNS
@@ -304,18 +304,29 @@ def test_dtype_and_projection_options_give_documented_columns(tmp_path, dtype, p
             assert back.schema.field(name).type == kind, name
 
 
-@pytest.mark.parametrize("every", [0, 1, 3])
-def test_geometry_is_logged_for_every_method_alike(every):
-    """G2RL computes Phi even with features.every=0; geometry is still logged only when every > 0, as for GRPO."""
+@pytest.mark.parametrize("geometry", [False, True])
+@pytest.mark.parametrize("dump_every", [0, 1, 3])
+def test_geometry_and_dumps_are_two_switches(geometry, dump_every):
+    """features.geometry decides the geometry/* metrics, features.dump_every the dumps, each alone."""
     batch, shaped, text = _fake_batch(n_groups=3, m=4, d=8, e=6)
-    record = StepRecord(step=1, batch=batch, shaped=shaped, advantages=np.zeros(len(batch.groups)), **text)
-    metrics = StepRecorder(NullTracker(), FeaturesConfig(every=every)).record(record)
-    logged = sorted(k for k in metrics if k.startswith("geometry/"))
-    if every:
-        assert logged and logged == sorted(geometry_metrics(batch.features, batch.embeddings, batch.groups,
-                                                            batch.correct))
-    else:
-        assert logged == [] and metrics["train/reward"] == batch.correct.mean()
+    dumped = []
+    tracker = NullTracker()
+    tracker.log_parquet = lambda frame, path: dumped.append(path)
+    for step in (1, 2, 3):
+        record = StepRecord(step=step, batch=batch, shaped=shaped, advantages=np.zeros(len(batch.groups)), **text)
+        metrics = StepRecorder(tracker, FeaturesConfig(geometry=geometry, dump_every=dump_every)).record(record)
+        logged = sorted(k for k in metrics if k.startswith("geometry/"))
+        if geometry:
+            assert logged and logged == sorted(geometry_metrics(batch.features, batch.embeddings, batch.groups,
+                                                                batch.correct))
+        else:
+            assert logged == [] and metrics["train/reward"] == batch.correct.mean()
+    assert dumped == [dump_path(s) for s in (1, 2, 3) if dump_every and (s % dump_every == 0 or s == 1)]
+
+
+def test_features_every_names_its_two_replacements():
+    with pytest.raises(ConfigError, match=r"features\.every=0 .*features\.geometry.*features\.dump_every"):
+        build_config([{"method": "grpo"}], ["features.every=0"])
 
 
 def test_feature_options_are_config_params():

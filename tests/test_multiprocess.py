@@ -149,4 +149,4 @@ def test_accelerate_configs_parse_and_the_run_accepts_or_refuses_them_up_front(n
         with pytest.raises(ConfigError, match=f"{sharding} shards the weights, which gradient features"):
             load_inputs(g2rl)
         load_inputs(build_config([{"method": "grpo"}],
-                                 ["features.every=0", "eval.initial=false", "eval.final=false", "eval.every=0"]))
+                                 ["features.geometry=false", "features.dump_every=0", "eval.initial=false", "eval.final=false", "eval.every=0"]))

@@ -417,7 +417,7 @@ def test_metric_key():
     assert metric_key("MATH500", "maj", 16) == "eval/MATH500/maj_at_16"
     with pytest.raises(ValueError, match="kind='mean'"):
         metric_key("aime25", "mean", 1)
-    with pytest.raises(ValueError, match="benchmark='aime@25'"):
+    with pytest.raises(ValueError, match="name 'aime@25'"):
         metric_key("aime@25", "pass", 1)
 
 

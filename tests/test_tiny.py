@@ -23,7 +23,7 @@ def test_what_determines_the_model_changes_the_key(override):
 
 @pytest.mark.parametrize("override", [
     "seed=3", "method=g2rl", "training.learning_rate=0.001", "training.steps=7", "eval.n=4", "g2rl.lam=0.5",
-    "task.max_problems=5", "features.every=0",
+    "task.max_problems=5", "features.geometry=false", "features.dump_every=0",
 ])
 def test_what_does_not_determine_it_keeps_the_key(override):
     assert key(override) == key()

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.geometry import geometry_metrics
-from analysis.records import SCORE_COLUMNS, dump_schema
+from analysis.records import COMPLETION_COLUMNS, SCORE_COLUMNS, dump_schema
 from trainers.method import Shaped, StepBatch
 from trainers.shaping import zero_variance_groups
 
@@ -120,6 +120,25 @@ def dump_table(record: StepRecord, *, dtype: str = "float32", project_dim: int |
             pa.float64(),
         )
     return pa.table(columns, schema=dump_schema(dtype, record.score_columns))
+
+
+def completion_rows(record: StepRecord) -> dict[str, list]:
+    """The first group of ``record`` as :data:`~analysis.records.COMPLETION_COLUMNS` lists (a completion table)."""
+    batch, shaped = record.batch, record.shaped
+    idx = np.flatnonzero(batch.groups == batch.groups[0])
+    columns = {
+        "step": [record.step] * len(idx),
+        "group": [int(batch.groups[0])] * len(idx),
+        "sample": list(range(len(idx))),
+        "prompt": [record.prompts[i] for i in idx],
+        "completion": [record.texts[i] for i in idx],
+        "answer": [batch.answers[i] for i in idx],
+        "correct": [bool(batch.correct[i]) for i in idx],
+        "base_reward": [float(shaped.base_reward[i]) for i in idx],
+        "shaped_reward": [float(shaped.shaped_reward[i]) for i in idx],
+        "advantage": [float(record.advantages[i]) for i in idx],
+    }
+    return {name: columns[name] for name in COMPLETION_COLUMNS}
 
 
 def _vectors(x: np.ndarray | None, n: int, dtype: pa.DataType) -> pa.Array:

@@ -94,11 +94,31 @@ class TrainingConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    every: int = Field(1, ge=0, description="Dump features every N steps; 0: no dumps and no geometry metrics.")
+    """What a run records of its update geometry (DESIGN 6): two independent switches.
+
+    ``geometry`` computes Phi and the text embeddings of every step's completions and
+    logs the ``geometry/*`` metrics; off, no method logs geometry (G2RL still computes Phi
+    for its rewards), so runs of different methods carry the same metrics. ``dump_every``
+    is the cadence of the feature dumps; dumps hold Phi (computed for them) and the
+    embeddings where ``geometry`` is on.
+    """
+
+    geometry: bool = Field(True, description="Compute Phi and text embeddings every step and log geometry/* "
+                           "(false: no method logs geometry).")
+    dump_every: int = Field(1, ge=0, description="Write a feature dump every N steps (0: no dumps).")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
     project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
     encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
     tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_every(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "every" in data:
+            raise ValueError(f"features.every={data['every']!r} is no longer a setting: it was two. Use "
+                             "features.geometry=true|false (geometry metrics every step) and features.dump_every=N "
+                             "(a feature dump every N steps, 0: none)")
+        return data
 
 
 class EvalConfig(_Section):
@@ -120,6 +140,13 @@ class TrackingConfig(_Section):
     run_name: str | None = Field(None, description="MLflow run name (default method-seed).")
     flush_s: float = Field(10.0, ge=0, description="Seconds between metric writes (0: at once); "
                            "metrics are also written at every checkpoint and when the run ends.")
+    system_metrics: bool = Field(False, description="Log MLflow's system metrics (CPU, memory, disk, network, "
+                                 "GPU) under system/.")
+    system_metrics_s: float = Field(10.0, gt=0, description="Seconds between system-metric samples.")
+
+    def system_metrics_interval(self) -> float:
+        """The sampling interval of MLflow's system metrics; 0 when they are off."""
+        return self.system_metrics_s if self.system_metrics else 0.0
 
 
 class WorkbenchConfig(_Section):

@@ -2,10 +2,12 @@
 
 :class:`StepRecorder` is the recorder of ``workbench run``: it logs the
 :func:`~trainers.step_record.step_metrics` of each :class:`~trainers.step_record.StepRecord`
-and, every ``features.every`` steps, its :func:`~trainers.step_record.dump_table` as
-``features/step_<step:06d>.parquet``. With ``features.every=0`` no method logs
-geometry (G2RL still computes Phi for its rewards), so runs of different methods
-carry the same metrics. :class:`TrackerCallback` forwards TRL's own scalars
+(with the ``geometry/*`` metrics where ``features.geometry`` is on) and, every
+``features.dump_every`` steps, its :func:`~trainers.step_record.dump_table` as
+``features/step_<step:06d>.parquet``; and one group's completions a step in the
+MLflow table ``completions.json``, which the MLflow UI shows. With ``features.geometry=false`` no method
+logs geometry (G2RL still computes Phi for its rewards), so runs of different
+methods carry the same metrics. :class:`TrackerCallback` forwards TRL's own scalars
 (KL, entropy, lengths, loss).
 """
 
@@ -13,11 +15,12 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from analysis.records import dump_path
-from trainers.step_record import StepRecord, dump_due, dump_table, step_metrics
+from analysis.records import COMPLETIONS_TABLE, dump_path
+from trainers.step_record import StepRecord, completion_rows, dump_due, dump_table, step_metrics
 from workbench.config import FeaturesConfig
 from workbench.tracking import Tracker
 
@@ -31,16 +34,30 @@ class StepRecorder:
         self.seed = seed
 
     def record(self, record: StepRecord) -> dict[str, float]:
-        every = self.features.every
-        metrics = step_metrics(record, geometry=bool(every), tau=self.features.tau)
+        metrics = step_metrics(record, geometry=self.features.geometry, tau=self.features.tau)
         self.tracker.log_metrics(metrics, step=record.step)
-        if dump_due(record.step, every):
+        self.tracker.log_table(completion_rows(record), COMPLETIONS_TABLE)
+        if dump_due(record.step, self.features.dump_every):
             self.tracker.log_parquet(self.frame(record), dump_path(record.step))
         return metrics
 
     def frame(self, record: StepRecord):
         """The dump of ``record`` with this run's dtype and projection."""
         return dump_table(record, dtype=self.features.dtype, project_dim=self.features.project_dim, seed=self.seed)
+
+
+def problems_frame(problems) -> pd.DataFrame:
+    """Problems (:class:`workbench.tasks.Problem`) as a frame: id, prompt, answer."""
+    return pd.DataFrame({"id": [p.id for p in problems], "prompt": [p.prompt for p in problems],
+                         "answer": [p.answer for p in problems]})
+
+
+def log_datasets(tracker: Tracker, inputs, train_path: str | None = None) -> None:
+    """The run's training problems (context ``training``) and each benchmark it evaluates on (``evaluation``)
+    as MLflow datasets, each with its digest; ``train_path`` is the training file, where there is one."""
+    tracker.log_dataset(problems_frame(inputs.problems), f"{inputs.task.name}-train", "training", train_path)
+    for name, _, problems in inputs.suite:
+        tracker.log_dataset(problems_frame(problems), name, "evaluation")
 
 
 class TrackerCallback(TrainerCallback):

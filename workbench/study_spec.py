@@ -32,7 +32,7 @@ import yaml
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
-STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms")
+STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs")
 ARM_KEYS = ("name", "method", "set")
 PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
 DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
@@ -56,6 +56,7 @@ class Study:
     probe: dict[str, Any] | None  # keyword arguments of workbench.probe.probe, with ``benchmark``
     cells: tuple[WorkbenchConfig, ...] = field(repr=False)  # arm-major, seeds inner
     cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
+    jobs: int = 1  # cells trained at once, each in its own process
 
 
 def _where(path: str) -> str:
@@ -162,6 +163,9 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
         raise ConfigError(f"{_where(path)}: arm name(s) {', '.join(map(repr, dupes))} appear more than once; "
                           "give every arm its own name")
     seeds = _seeds(study["seeds"], path)
+    jobs = study.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"{_where(path)}: `jobs` {jobs!r} must be a whole number >= 1 (cells trained at once)")
     cells, cell_arms = [], []
     for arm in arms:
         try:
@@ -179,7 +183,7 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
         by_hash[digest] = name
     return Study(path=path, experiment=experiment, report_dir=Path(study.get("report_dir") or f"reports/{experiment}"),
                  seeds=seeds, arms=arms, base=data, probe=_probe(study.get("probe", DEFAULT_PROBE), path),
-                 cells=tuple(cells), cell_arms=tuple(cell_arms))
+                 cells=tuple(cells), cell_arms=tuple(cell_arms), jobs=jobs)
 
 
 def load_study(path: str | Path) -> Study:

@@ -196,6 +196,8 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
+    def log_table(self, rows: dict[str, list], artifact_file: str) -> None: ...
+    def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
@@ -215,6 +217,8 @@ class NullTracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
+    def log_table(self, rows: dict[str, list], artifact_file: str) -> None: ...
+    def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
@@ -229,32 +233,46 @@ class MlflowTracker:
     vs TRL). Training also flushes at every checkpoint (``TrackerCallback.on_save``), so a process
     killed without warning (SIGKILL) loses only metrics of steps after its last checkpoint, which
     ``workbench run --resume`` trains and logs again; Ctrl-C, SIGTERM and errors finish the run
-    through :func:`closing_run`, which flushes.
+    through :func:`closing_run`, which flushes. Table rows (:meth:`log_table`) are held and written
+    with the metrics.
+
+    ``system_metrics_s`` > 0 starts MLflow's own system-metrics monitor (CPU, memory, disk,
+    network, GPU under ``system/``), sampling every that many seconds until the run finishes.
     """
 
-    def __init__(self, mlflow_client, run_id: str, flush_s: float = 10.0) -> None:
+    def __init__(self, mlflow_client, run_id: str, flush_s: float = 10.0, system_metrics_s: float = 0.0,
+                 resumed: bool = False) -> None:
         import time
 
         self.client = mlflow_client
         self.run_id = run_id
         self.flush_s = flush_s
         self._pending: list = []  # mlflow Metric entities not yet written
+        self._tables: dict[str, list[dict[str, list]]] = {}  # artifact file -> row blocks not yet written
         self._last_flush = time.monotonic()
+        self._system = None
+        if system_metrics_s > 0:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._system = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_s, resume_logging=resumed,
+                                                tracking_uri=mlflow_client._tracking_client.tracking_uri)
+            self._system.start()
 
     @classmethod
     def start(cls, experiment: str, run_name: str, tags: dict[str, str], uri: str | None = None,
-              flush_s: float = 10.0) -> MlflowTracker:
+              flush_s: float = 10.0, system_metrics_s: float = 0.0) -> MlflowTracker:
         c = client(uri)
         run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
-        return cls(c, run.info.run_id, flush_s)
+        return cls(c, run.info.run_id, flush_s, system_metrics_s)
 
     @classmethod
-    def resume(cls, run_id: str, uri: str | None = None, flush_s: float = 10.0) -> MlflowTracker:
+    def resume(cls, run_id: str, uri: str | None = None, flush_s: float = 10.0,
+               system_metrics_s: float = 0.0) -> MlflowTracker:
         """Reopen run ``run_id`` (status RUNNING again); metrics and artifacts append to what it has."""
         c = client(uri)
         get_run(c, run_id)
         c.update_run(run_id, status="RUNNING")
-        return cls(c, run_id, flush_s)
+        return cls(c, run_id, flush_s, system_metrics_s, resumed=True)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -279,13 +297,38 @@ class MlflowTracker:
             self.flush()
 
     def flush(self) -> None:
-        """Write the metrics held in memory."""
+        """Write the metrics and table rows held in memory."""
         import time
 
         pending, self._pending = self._pending, []
+        tables, self._tables = self._tables, {}
         self._last_flush = time.monotonic()
         for i in range(0, len(pending), 1000):  # MLflow's limit per log_batch
             self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
+        if tables:
+            import pandas as pd
+
+            for artifact_file, blocks in tables.items():  # MLflow appends to a table that exists
+                self.client.log_table(self.run_id, pd.concat(map(pd.DataFrame, blocks), ignore_index=True),
+                                      artifact_file)
+
+    def log_table(self, rows: dict[str, list], artifact_file: str) -> None:
+        """Append ``rows`` (column -> values) to the MLflow table ``artifact_file``, at the next flush."""
+        check_artifact_path(artifact_file)
+        self._tables.setdefault(artifact_file, []).append(rows)
+
+    def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None:
+        """Log ``frame`` as an MLflow dataset input (name, digest, schema, ``source``) in ``context``."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        from analysis.records import DATASET_CONTEXTS
+
+        if context not in DATASET_CONTEXTS:
+            raise ValueError(f"dataset context {context!r}: use one of {list(DATASET_CONTEXTS)}")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+        tag = InputTag(key="mlflow.data.context", value=context)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
 
     def log_text(self, text: str, artifact_file: str) -> None:
         check_artifact_path(artifact_file)
@@ -306,5 +349,8 @@ class MlflowTracker:
             self.client.set_tag(self.run_id, k, str(v))
 
     def finish(self, status: str = "FINISHED") -> None:
+        if self._system is not None:
+            self._system.finish()
+            self._system = None
         self.flush()
         self.client.set_terminated(self.run_id, status=status)

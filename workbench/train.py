@@ -133,15 +133,17 @@ def check_sharding(cfg: WorkbenchConfig) -> None:
     if sharding is None:
         return
     blocked = []
-    if cfg.features.every or resolve_method(cfg.method).needs_features:
-        blocked.append(f"gradient features (method {cfg.method!r}, features.every={cfg.features.every})")
+    f = cfg.features
+    if f.geometry or f.dump_every or resolve_method(cfg.method).needs_features:
+        blocked.append(f"gradient features (method {cfg.method!r}, features.geometry={f.geometry}, "
+                       f"features.dump_every={f.dump_every})")
     if cfg.eval.initial or cfg.eval.every or cfg.eval.final:
         blocked.append("evaluation during training (eval.initial / eval.every / eval.final)")
     if blocked:
         raise ConfigError(
             f"{sharding} shards the weights, which {' and '.join(blocked)} need whole on one process; use "
             "configs/accelerate/deepspeed_zero2.yaml, or a method without gradient features (not g2rl) with "
-            "--set features.every=0 --set eval.initial=false --set eval.final=false --set eval.every=0, and "
+            "--set features.geometry=false --set features.dump_every=0 --set eval.initial=false --set eval.final=false --set eval.every=0, and "
             "evaluate checkpoints afterwards with `workbench eval`"
         )
 
@@ -161,7 +163,8 @@ def _user_data(load, path: str | None):
 
 def start_tracker(cfg: WorkbenchConfig) -> MlflowTracker:
     run_name = cfg.tracking.run_name or f"{cfg.method}-s{cfg.seed}"
-    tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s)
+    tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s,
+                                  system_metrics_s=cfg.tracking.system_metrics_interval())
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.log_text(to_yaml(cfg), CONFIG_ARTIFACT)
     tracker.set_tags(_process_tags(cfg, tracker.run_id))
@@ -254,7 +257,8 @@ def _alive_here(tags: dict[str, str]) -> bool:
 
 def reopen_tracker(point: ResumePoint) -> MlflowTracker:
     """Reopen the run of ``point`` for writing (RUNNING again), tagged with the step it resumes from."""
-    tracker = MlflowTracker.resume(point.run_id, flush_s=point.config.tracking.flush_s)
+    tracker = MlflowTracker.resume(point.run_id, flush_s=point.config.tracking.flush_s,
+                                   system_metrics_s=point.config.tracking.system_metrics_interval())
     tags = _process_tags(point.config, point.run_id)
     if point.checkpoint is not None:  # training goes on writing next to the checkpoint it resumes
         tags[CHECKPOINT_TAG] = str(point.checkpoint.parent.resolve())
@@ -336,7 +340,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     from workbench.models.presets import PRESETS
     from transformers.trainer_callback import ProgressCallback
 
-    from workbench.recording import ProgressBar, StepRecorder, TrackerCallback
+    from workbench.recording import ProgressBar, StepRecorder, TrackerCallback, log_datasets
 
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     seed_everything(cfg.seed)
@@ -344,6 +348,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         torch.set_num_threads(cfg.training.cpu_threads)
     inputs = inputs or load_inputs(cfg)
     task = inputs.task
+    if resume_from_checkpoint is None:
+        log_datasets(tracker, inputs, cfg.task.path)
     model_path = cfg.model.name_or_path if cfg.model.preset == "path" else PRESETS.get(cfg.model.preset).load(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -393,8 +399,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         **method.trainer_args(),
     )
     f = cfg.features
-    geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.every > 0, embedding_model=f.encoder,
-                            geometry_tau=f.tau, log_geometry=f.every > 0, dump_every=f.every, dump_dtype=f.dtype,
+    geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.geometry, embedding_model=f.encoder,
+                            geometry_tau=f.tau, log_geometry=f.geometry, dump_every=f.dump_every, dump_dtype=f.dtype,
                             dump_project_dim=f.project_dim)
     if t.use_vllm and not cuda:
         from workbench.vllm_cpu import plain_cpu_linear

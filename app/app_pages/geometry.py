@@ -46,7 +46,7 @@ for _, run in runs.iterrows():
         notices.append(f"**{label}**: cannot list its feature dumps ({error}).")
         continue
     if not steps:
-        notices.append(f"**{label}**: no feature dumps (it ran with `features.every=0`, or has not dumped yet).")
+        notices.append(f"**{label}**: no feature dumps (it ran with `features.dump_every=0`, or has not dumped yet).")
         continue
     with st.spinner(f"Reading the dumps of {label} ..."):
         geometry = cached.run_geometry(run["run_id"], sel.uri, tuple(compare.evenly_spaced(steps, MAX_STEPS)))
@@ -60,7 +60,7 @@ for _, run in runs.iterrows():
 for notice in notices:
     st.warning(notice, icon=":material/warning:")
 if not loaded:
-    st.info("None of the selected runs has readable feature dumps. Runs dump every `features.every` steps (default 1).")
+    st.info("None of the selected runs has readable feature dumps. Runs dump every `features.dump_every` steps (default 1).")
     st.stop()
 pairs = compare.attach_runs(pd.concat(loaded, ignore_index=True), runs)
 

@@ -16,7 +16,7 @@ run = sel.runs.set_index("run_id").loc[run_id]
 steps, error = cached.artifact_steps(run_id, sel.uri, loaders.DUMP_DIR, cached.stamp_of(run))
 if error or not steps:
     st.warning(f"**{sel.labels[run_id]}** has no feature dumps to show"
-               + (f" ({error})." if error else " (it ran with `features.every=0`, or has not dumped yet)."))
+               + (f" ({error})." if error else " (it ran with `features.dump_every=0`, or has not dumped yet)."))
     st.stop()
 step = right.select_slider("Step", steps, value=steps[-1], key=f"samples_step::{run_id}") \
     if len(steps) > 1 else steps[0]
