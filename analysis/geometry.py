@@ -27,13 +27,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from analysis.records import DIRECTION_NAMES, PAIR_TYPES, SEMANTIC_NAMES, geometry_key
+
 if TYPE_CHECKING:  # pandas is imported where a frame is built: naming a method must stay fast
     import pandas as pd
 
-PAIR_TYPES = ("incorrect_incorrect", "correct_incorrect", "correct_correct")  # index = number correct
-DIRECTION_NAMES = ("grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac")
-SEMANTIC_NAMES = ("sem_cos_mean", "sem_dispersion")
-PREFIX = "geometry"
 _CHUNK_ELEMENTS = 1 << 20  # bound on rows x dims of one Gram block and of one norm pass (8 MiB of float64)
 ZERO_NORM = 1e-12  # a row of norm <= this is the zero vector (DESIGN 4 [ours])
 
@@ -292,9 +290,9 @@ def geometry_metrics(
     g = _group_cosines(grad, groups)  # (P,)
     s = None if emb is None else _group_cosines(emb, groups)  # (P,)
     codes = _pair_codes(flags, i, j)  # (P,)
-    metrics = {f"{PREFIX}/{name}": v for name, v in _summaries(g, s, tau).items()}
+    metrics = {geometry_key(name): v for name, v in _summaries(g, s, tau).items()}
     for code, pair_type in enumerate(PAIR_TYPES):
         part = codes == code  # (P,)
         for name, v in _summaries(g[part], None if s is None else s[part], tau).items():
-            metrics[f"{PREFIX}/{pair_type}/{name}"] = v
+            metrics[geometry_key(name, pair_type)] = v
     return {key: float(v) for key, v in metrics.items() if not math.isnan(v)}

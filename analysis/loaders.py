@@ -12,6 +12,8 @@ import pandas as pd
 from analysis import records
 from analysis.records import ARM_TAG, KIND_TAG, PARENT_KINDS, PROBE
 
+REWARD = records.metric_key("train", "reward")
+
 RUN_COLUMNS = ["run_id", "run_name", "method", "seed", "preset", "task", "kind", "arm", "status", "start_time",
                "last_step", "final_reward"]
 def _client(uri: str):
@@ -49,7 +51,7 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
         tags, data = run.data.tags, run.data
         if tags.get(KIND_TAG) in PARENT_KINDS:
             continue
-        history = client.get_metric_history(run.info.run_id, "train/reward")
+        history = client.get_metric_history(run.info.run_id, REWARD)
         rows.append({
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
@@ -62,7 +64,7 @@ def runs_table(experiment: str, uri: str) -> pd.DataFrame:
             "status": run.info.status,
             "start_time": pd.to_datetime(run.info.start_time, unit="ms"),
             "last_step": max((m.step for m in history), default=0),
-            "final_reward": data.metrics.get("train/reward", float("nan")),
+            "final_reward": data.metrics.get(REWARD, float("nan")),
             **{f"param.{k}": v for k, v in data.params.items()},
             **{f"metric.{k}": v for k, v in data.metrics.items()},
         })
@@ -87,11 +89,8 @@ EVAL_DIR = records.EVAL_DIR
 
 
 def _step_of(path: str) -> int | None:
-    name = path.rsplit("/", 1)[-1]
-    if not (name.startswith("step_") and name.endswith(".parquet")):
-        return None
-    digits = name[len("step_") : -len(".parquet")]
-    return int(digits) if digits.isdigit() else None
+    parsed = records.parse_step_path(path)
+    return None if parsed is None else parsed[1]
 
 
 def _steps(files) -> list[int]:

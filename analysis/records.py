@@ -49,6 +49,13 @@ ARM_TAG = "workbench.arm"
 PROBE_OF_TAG = "workbench.probe_of"
 PROBE_BENCHMARK_TAG = "workbench.probe_benchmark"
 PROBE_STEP_TAG = "workbench.probe_step"
+CHECKPOINT_TAG = "workbench.checkpoint_dir"
+"""Where a run's checkpoints are (``workbench run --resume`` and probes read it)."""
+RESUMED_TAG = "workbench.resumed_from_step"
+VERSION_TAG = "workbench_version"
+RUN_TAGS = (METHOD_TAG, SEED_TAG, PRESET_TAG, TASK_TAG, HASH_TAG, HOST_TAG, PID_TAG, KIND_TAG, PARENT_TAG, ARM_TAG,
+            PROBE_OF_TAG, PROBE_BENCHMARK_TAG, PROBE_STEP_TAG, CHECKPOINT_TAG, RESUMED_TAG, VERSION_TAG)
+"""Every tag the workbench sets; MLflow adds its own ``mlflow.*`` tags."""
 EVAL_METHOD = "eval"
 """The ``method`` tag of a ``workbench eval`` run."""
 
@@ -85,8 +92,54 @@ def parse_eval_key(key: str) -> tuple[str, str, int] | None:
     return (m["benchmark"], m["kind"], int(m["k"])) if m else None
 
 
-# The per-step metric families (DESIGN 6); a run's keys all start with one of these.
-METRIC_PREFIXES = ("train/", "geometry/", "method/", "perf/", "eval/", "system/")
+METRIC_FAMILIES = ("train", "geometry", "perf", "eval", "probe", "system")
+"""Metric keys are ``<family>/<name>``; a method's own metrics take its section name as family
+(``g2rl/nu_mean``, ``evol_rl/novelty_mean``); ``system/*`` are MLflow's system metrics."""
+
+TRAIN_METRICS = ("reward", "base_reward", "shaped_reward", "advantage_abs", "zero_variance_groups",
+                 "zero_variance_groups_base", "no_answer_frac", "answer_timeouts", "completion_tokens",
+                 "kl", "entropy", "completion_len", "loss", "grad_norm", "learning_rate", "clip_ratio",
+                 "frac_reward_zero_std")
+"""``train/<name>``: the step's rewards and batch statistics, then TRL's scalars under our names."""
+PERF_METRICS = ("step_s", "feature_s", "embed_s", "eval_s", "probe_s")
+PROBE_METRICS = ("accuracy", "completion_tokens")
+
+PAIR_TYPES = ("incorrect_incorrect", "correct_incorrect", "correct_correct")  # index = number correct
+DIRECTION_NAMES = ("grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac")
+SEMANTIC_NAMES = ("sem_cos_mean", "sem_dispersion")
+GEOMETRY = "geometry"
+
+
+def metric_key(family: str, name: str) -> str:
+    """``<family>/<name>``, checked against the declared names where the family has a fixed list."""
+    declared = {"train": TRAIN_METRICS, "perf": PERF_METRICS, "probe": PROBE_METRICS}.get(family)
+    if declared is not None and name not in declared:
+        raise ValueError(f"{family}/{name} is not a declared metric; {family}/ holds {list(declared)}")
+    return check_metric_name(f"{family}/{name}")
+
+
+def geometry_key(name: str, pair_type: str | None = None) -> str:
+    """``geometry/<name>``, or ``geometry/<pair_type>/<name>`` for one pair type."""
+    if name not in DIRECTION_NAMES + SEMANTIC_NAMES:
+        raise ValueError(f"geometry metric {name!r}: use one of {list(DIRECTION_NAMES + SEMANTIC_NAMES)}")
+    if pair_type is not None and pair_type not in PAIR_TYPES:
+        raise ValueError(f"pair type {pair_type!r}: use one of {list(PAIR_TYPES)}")
+    return f"{GEOMETRY}/{name}" if pair_type is None else f"{GEOMETRY}/{pair_type}/{name}"
+
+
+def is_declared_metric(key: str, method_sections=()) -> bool:
+    """Whether ``key`` is a metric of the record: a declared name, an eval or geometry key, a system
+    metric, or ``<section>/<name>`` of one of ``method_sections``."""
+    family, _, rest = key.partition("/")
+    if family == "eval":
+        return parse_eval_key(key) is not None
+    if family == GEOMETRY:
+        pair, _, name = rest.rpartition("/")
+        return name in DIRECTION_NAMES + SEMANTIC_NAMES and (not pair or pair in PAIR_TYPES)
+    fixed = {"train": TRAIN_METRICS, "perf": PERF_METRICS, "probe": PROBE_METRICS}
+    if family in fixed:
+        return rest in fixed[family]
+    return bool(rest) and (family == "system" or family in method_sections)
 
 # --------------------------------------------------------------------------- artifacts
 

@@ -158,7 +158,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from workbench.evaluation import score
+    from workbench.evaluation import eval_table, score
     from analysis.records import eval_path
     from workbench.tracking import MlflowTracker, client, tracking_uri
 
@@ -188,7 +188,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             "max_new_tokens": args.max_new_tokens, "seed": args.seed, "dtype": dtype,
                             "data_dir": args.data_dir})
         tracker.log_metrics(metrics | {"perf/eval_s": seconds}, step=0)
-        tracker.log_parquet(frame, eval_path(0))
+        tracker.log_parquet(eval_table(frame), eval_path(0))
     except BaseException:
         tracker.finish("FAILED")
         raise

@@ -75,6 +75,15 @@ def _eval_mode(model, tokenizer):
         model.train(was_training)
 
 
+def eval_table(frame: pd.DataFrame):
+    """The frame as Arrow with :func:`analysis.records.eval_schema` (an all-None answer column stays a string)."""
+    import pyarrow as pa
+
+    from analysis.records import eval_schema
+
+    return pa.Table.from_pandas(frame[list(EVAL_COLUMNS)], schema=eval_schema(), preserve_index=False)
+
+
 def score(frame: pd.DataFrame, ks: Sequence[int] | None = None) -> dict[str, float]:
     """pass@k and maj@k per benchmark as MLflow metrics ``eval/<benchmark>/{pass,maj}_at_<k>``."""
     if frame.empty:
@@ -143,6 +152,6 @@ class EvalCallback:
         frame = pd.concat(frames, ignore_index=True)
         metrics = score(frame)
         self.tracker.log_metrics(metrics, step=step)
-        self.tracker.log_parquet(frame, eval_path(step))
+        self.tracker.log_parquet(eval_table(frame), eval_path(step))
         self.last_step = step
         return metrics

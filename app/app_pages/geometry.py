@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from sidebar import selection
 
-from analysis import compare, loaders
+from analysis import compare, loaders, records
 
 MAX_STEPS = 40  # dump steps read per run, evenly spaced: bounds the first load of long runs
 FRACTIONS = {
@@ -34,7 +34,7 @@ if runs.empty:
     st.stop()
 st.caption("Within each group (the completions of one prompt), every pair's cosine g of the gradient features Φ "
            "and cosine of the text embeddings, read from the runs' feature dumps "
-           f"(`features/step_*.parquet`, at most {MAX_STEPS} steps per run, evenly spaced)"
+           f"(`{records.FEATURES_DIR}/step_*.parquet`, at most {MAX_STEPS} steps per run, evenly spaced)"
            + (": each probe's samples at its checkpoint's step." if source == "probes" else "."))
 
 # ---- read the dumps; a run without them gets a notice, the rest still draw

@@ -8,7 +8,8 @@ from analysis import compare, loaders, records
 
 st.title("Samples")
 sel = selection()
-st.caption("The completions a run dumped at a step (`features/step_*.parquet`). Click a column header to sort.")
+st.caption(f"The completions a run dumped at a step (`{records.FEATURES_DIR}/step_*.parquet`). "
+           "Click a column header to sort.")
 
 left, right = st.columns([1, 2])
 run_id = left.selectbox("Run", sel.run_ids, format_func=sel.labels.get, key="samples_run")
