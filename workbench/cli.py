@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
     the same input the same way; only rank 0 records (see ``launch_tracker``).
     """
-    from workbench.train import find_resume_point, launch_tracker, load_inputs, process_rank, train
+    from workbench.launch import find_resume_point, launch_tracker, process_rank
+    from workbench.train import load_inputs, train
 
     point = None
     if args.resume:
