@@ -10,6 +10,7 @@ from typing import Any
 from analysis.records import DEFAULT_EXPERIMENT
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
 from workbench.eval_cmd import add_eval_parser
+from workbench.help_text import method_help, preset_help, task_help
 from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.study import add_study_parser
@@ -22,10 +23,10 @@ USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", help="grpo, entropy, evol_rl, g2rl, or 'package.module:Class' (default grpo)")
-    p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
+    p.add_argument("--method", help=method_help())
+    p.add_argument("--preset", help=preset_help())
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
+    p.add_argument("--task", help=task_help())
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--seed", type=int, help="run seed")

@@ -58,6 +58,7 @@ from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
 from analysis.records import DEFAULT_EXPERIMENT, HASH_TAG, PARENT_TAG, SWEEP_KIND
+from workbench.help_text import benchmark_help, methods_help, preset_help, task_help
 from workbench.launch import ProcessState, find_resume_point, reopen_tracker, run_process, start_tracker
 from workbench.tracking import (
     Tracker,
@@ -326,11 +327,11 @@ def summary_table(results: Sequence[CellResult], experiment: str):
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="train a method x seed grid in one experiment (resumable)")
-    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. grpo,entropy,evol_rl,g2rl")
+    p.add_argument("--methods", required=True, help=methods_help())
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
-    p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
+    p.add_argument("--preset", help=preset_help())
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
+    p.add_argument("--task", help=task_help())
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps of every cell")
     p.add_argument("--experiment", help=f"MLflow experiment of the whole grid (default: the config's, {DEFAULT_EXPERIMENT!r})")
@@ -347,8 +348,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                    help="run cell K only (0 to cells - 1, in the order --list prints), "
                         "e.g. --cell $SLURM_ARRAY_TASK_ID")
     p.add_argument("--probe", metavar="BENCH",
-                   help="then probe each finished cell's final checkpoint on BENCH (task, aime25, NAME=FILE, ...; "
-                        "`workbench probe` with its defaults: 8 samples, every problem); cells probed before "
+                   help=f"then probe each finished cell's final checkpoint on BENCH: {benchmark_help()} "
+                        "(`workbench probe` with its defaults: 8 samples, every problem); cells probed before "
                         "are skipped")
     p.add_argument("--probe-data-dir", metavar="DIR", help="folder holding the --probe benchmark's file")
     p.set_defaults(func=cmd_sweep)
