@@ -77,7 +77,7 @@ def instrument(trainer, tracker, seconds: Seconds) -> None:
 
 def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     from workbench.tracking import NullTracker
-    from workbench.train import start_tracker
+    from workbench.launch import start_tracker
 
     set_threads()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SCRATCH}/mlruns.db"
@@ -122,7 +122,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
 def smollm2_rows(rounds: int = 3) -> list[Row]:
     """TRL vs ours with logging on, on smollm2-135m: ``rounds`` rounds of 2 steps each, the first dropped."""
     from workbench.tracking import NullTracker
-    from workbench.train import start_tracker
+    from workbench.launch import start_tracker
 
     steps = 2
     overrides = [*SMOLLM2, f"training.steps={steps}"]

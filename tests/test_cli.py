@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -63,3 +64,58 @@ def test_help_on_every_command(capsys):
             main(argv)
         assert exit_.value.code == 0
     assert "--set" in capsys.readouterr().out
+
+
+def _option_help(capsys, monkeypatch, argv: list[str], option: str) -> str:
+    """The help text of ``option`` in ``workbench ARGV --help``, on one line (no wrapping at 1000 columns)."""
+    monkeypatch.setenv("COLUMNS", "1000")
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--help"])
+    assert exit_.value.code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith(f"{option} ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _listed(text: str) -> set[str]:
+    """The names a help text lists, split at commas and spaces."""
+    return set(re.split(r"[\s,:]+", text))
+
+
+@pytest.mark.parametrize(("command", "option"), [("run", "--method"), ("config", "--method"), ("sweep", "--methods")])
+def test_help_lists_every_registered_method(capsys, monkeypatch, command, option):
+    from trainers.method import METHODS
+    from trainers.methods import BUILTINS
+
+    assert len(METHODS.names()) >= len(BUILTINS)  # the built-ins are registered: the check below is not empty
+    assert set(METHODS.names()) <= _listed(_option_help(capsys, monkeypatch, [command], option))
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_help_lists_every_preset_and_task_and_marks_the_defaults(capsys, monkeypatch, command):
+    from workbench.config import ModelConfig, TaskConfig
+    from workbench.models.presets import PRESETS
+    from workbench.tasks import TASKS
+
+    presets = _option_help(capsys, monkeypatch, [command], "--preset")
+    assert set(PRESETS.names()) <= _listed(presets)
+    assert f"{ModelConfig.model_fields['preset'].default} (default)" in presets
+    tasks = _option_help(capsys, monkeypatch, [command], "--task")
+    assert set(TASKS.names()) <= _listed(tasks)
+    assert f"{TaskConfig.model_fields['name'].default} (default)" in tasks
+
+
+def test_sweep_probe_help_lists_every_benchmark(capsys, monkeypatch):
+    from workbench.tasks import BENCHMARKS
+
+    assert set(BENCHMARKS.names()) <= _listed(_option_help(capsys, monkeypatch, ["sweep"], "--probe"))
+
+
+def test_help_follows_the_registry(capsys, monkeypatch):
+    """A method registered before the parser is built is listed: the help is read from the registry."""
+    from trainers.grpo import GRPO
+    from trainers.method import METHODS
+
+    monkeypatch.setitem(METHODS._items, "zz_new_method", GRPO)
+    assert "zz_new_method" in _listed(_option_help(capsys, monkeypatch, ["run"], "--method"))
+    assert "zz_new_method" in _listed(_option_help(capsys, monkeypatch, ["sweep"], "--methods"))

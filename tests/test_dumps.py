@@ -68,7 +68,8 @@ def store(tmp_path_factory, model_cache) -> str:
     The conftest ``store`` fixture is per test; this one lives for the module so the two runs are
     made once. MLFLOW_TRACKING_URI is set only while training and restored afterwards.
     """
-    from workbench.train import start_tracker, train
+    from workbench.launch import start_tracker
+    from workbench.train import train
 
     root = tmp_path_factory.mktemp("dumps-store")
     uri = f"sqlite:///{root / 'mlruns.db'}"

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from workbench.config import build_config
-from workbench.train import start_tracker, train
+from workbench.launch import start_tracker
+from workbench.train import train
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "feature_analysis.ipynb"
 EXPERIMENT = "notebook"

@@ -38,7 +38,7 @@ from workbench.cli import main
 from workbench.config import build_config
 from analysis.records import PID_TAG
 from workbench.tracking import client
-from workbench.train import RESUMED_TAG, last_checkpoint, start_tracker
+from workbench.launch import RESUMED_TAG, last_checkpoint, start_tracker
 
 STEPS, SAVE = 8, 2
 # Shrunk for 2 CPU cores: a 100-step warm start, 4 prompts x 4 completions of <= 6 tokens.

@@ -22,7 +22,7 @@ from test_server import server  # noqa: F401  the `mlflow server` fixture
 from workbench.cli import main, parser
 from workbench.config import ConfigError
 from workbench.sweep import cell_configs, check_cell, config_hash, config_layers, sweep
-from workbench.train import RESUMED_TAG, last_checkpoint
+from workbench.launch import RESUMED_TAG, last_checkpoint
 
 GRID = ["sweep", "--methods", "grpo,g2rl", "--seeds", "0,1", "--experiment", "grid"]
 BASE = [{"model": {"preset": "tiny"}, "training": {"steps": 20}}]
@@ -99,7 +99,7 @@ class FakeTrain:
         self.calls: list[tuple[str, int, str | None]] = []
 
     def __call__(self, cfg, tracker, resume_from_checkpoint=None):
-        from workbench.train import checkpoint_dir
+        from workbench.launch import checkpoint_dir
 
         self.calls.append((cfg.method, cfg.seed, resume_from_checkpoint and Path(resume_from_checkpoint).name))
         tracker.log_metrics({"train/reward": 0.5}, step=1)

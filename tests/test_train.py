@@ -9,7 +9,8 @@ import torch
 from analysis.loaders import load_dumps, metric_history
 from conftest import SMALL
 from workbench.config import build_config
-from workbench.train import start_tracker, train
+from workbench.launch import start_tracker
+from workbench.train import train
 
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from analysis.records import DEFAULT_EXPERIMENT
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
 from workbench.eval_cmd import add_eval_parser
+from workbench.help_text import method_help, preset_help, task_help
 from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.study import add_study_parser
@@ -22,10 +23,10 @@ USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", help="grpo, entropy, evol_rl, g2rl, or 'package.module:Class' (default grpo)")
-    p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
+    p.add_argument("--method", help=method_help())
+    p.add_argument("--preset", help=preset_help())
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
+    p.add_argument("--task", help=task_help())
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--seed", type=int, help="run seed")
@@ -60,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
     the same input the same way; only rank 0 records (see ``launch_tracker``).
     """
-    from workbench.train import find_resume_point, launch_tracker, load_inputs, process_rank, train
+    from workbench.launch import find_resume_point, launch_tracker, process_rank
+    from workbench.train import load_inputs, train
 
     point = None
     if args.resume:

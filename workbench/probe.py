@@ -85,10 +85,10 @@ def _run_config(mlflow_client, run_id: str) -> tuple[Any, WorkbenchConfig]:
 
 def from_run(mlflow_client, run_id: str, step: int | None = None) -> ProbeSource:
     """The last checkpoint of run ``run_id``, or its ``checkpoint-<step>``; errors name the value and the fix."""
-    from workbench.train import CHECKPOINT_TAG, _checkpoint_folder, last_checkpoint
+    from workbench.launch import CHECKPOINT_TAG, checkpoint_folder, last_checkpoint
 
     run, cfg = _run_config(mlflow_client, run_id)
-    folder = _checkpoint_folder(cfg, run_id, run.data.tags.get(CHECKPOINT_TAG))
+    folder = checkpoint_folder(cfg, run_id, run.data.tags.get(CHECKPOINT_TAG))
     if step is None:
         path, step = last_checkpoint(folder)
         if path is None:

@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analysis.records import DEFAULT_EXPERIMENT
+
 if TYPE_CHECKING:  # pandas, scipy and mlflow load when a report is made, not when the CLI starts
     import pandas as pd
 
@@ -49,7 +51,8 @@ def _ks(text: str) -> list[int]:
 
 def add_report_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("report", help="the paper's Table 1 (methods x benchmark pass@k, maj@k)")
-    p.add_argument("--experiment", default="workbench", help="MLflow experiment name (default 'workbench')")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                   help=f"MLflow experiment name (default {DEFAULT_EXPERIMENT!r})")
     p.add_argument("--out", metavar="DIR", help="folder for table.md / table.csv / table_long.csv "
                    "(default reports/<experiment>)")
     p.add_argument("--ks", default="1,16", help="pass@k columns (default 1,16)")

@@ -98,6 +98,15 @@ def _figure3_table(summary: pd.DataFrame, study: Study) -> list[str]:
             *rows]
 
 
+def _demoted(lines: list[str]) -> list[str]:
+    """Markdown ``lines`` with every heading one level lower (``#`` -> ``##``), fenced code left alone."""
+    out, fenced = [], False
+    for line in lines:
+        fenced ^= line.startswith("```")
+        out.append("#" + line if not fenced and line.startswith("#") else line)
+    return out
+
+
 def write_study_report(study: Study, uri: str, *, command: str, wall_s: float | None) -> list[Path]:
     """Write the report of ``study`` into ``study.report_dir``; returns the files written.
 
@@ -159,5 +168,7 @@ def write_study_report(study: Study, uri: str, *, command: str, wall_s: float | 
                   "Held-out pass@1 at the evaluation steps, completion length and entropy of the training "
                   "rollouts at every step; bands: 95 % CI over seeds.", "",
                   "![dynamics](dynamics.png)", "", "Interactive: [dynamics.html](dynamics.html)", ""]
+    for path in study.include:
+        lines += [f"<!-- included from {path} -->", "", *_demoted(path.read_text().splitlines()), ""]
     (out / "README.md").write_text("\n".join(lines))
     return [out / "README.md", *(out / f for f in files)]

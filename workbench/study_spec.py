@@ -32,7 +32,7 @@ import yaml
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
-STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs")
+STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include")
 ARM_KEYS = ("name", "method", "set")
 PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
 DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
@@ -57,6 +57,7 @@ class Study:
     cells: tuple[WorkbenchConfig, ...] = field(repr=False)  # arm-major, seeds inner
     cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
     jobs: int = 1  # cells trained at once, each in its own process
+    include: tuple[Path, ...] = ()  # Markdown files appended to the report (a reading of it, related probes)
 
 
 def _where(path: str) -> str:
@@ -181,9 +182,17 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
             raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {name!r} resolve to the same config; "
                               "drop one, or make their `set` differ")
         by_hash[digest] = name
+    include = study.get("include", [])
+    if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
+        raise ConfigError(f"{_where(path)}: `include` {include!r} must be a list of Markdown file paths")
+    missing = [p for p in include if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"{_where(path)}: `include` file(s) {missing} do not exist (paths are relative to the "
+                          "folder you run the study in)")
     return Study(path=path, experiment=experiment, report_dir=Path(study.get("report_dir") or f"reports/{experiment}"),
                  seeds=seeds, arms=arms, base=data, probe=_probe(study.get("probe", DEFAULT_PROBE), path),
-                 cells=tuple(cells), cell_arms=tuple(cell_arms), jobs=jobs)
+                 cells=tuple(cells), cell_arms=tuple(cell_arms), jobs=jobs,
+                 include=tuple(Path(p) for p in include))
 
 
 def load_study(path: str | Path) -> Study:

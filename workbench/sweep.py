@@ -10,13 +10,15 @@ Cells are numbered from 0 in method-major order. A cell is identified by its tag
 
 - skips a cell whose run FINISHED,
 - resumes a cell whose run was KILLED, or is still marked RUNNING although its
-  process on this host is gone (that run is then marked KILLED): the same run
-  continues from its last checkpoint, by the machinery of ``workbench run
-  --resume`` (:func:`workbench.train.find_resume_point`), or from step 0 if it
+  process on this host is gone (:func:`workbench.launch.run_process` says DEAD;
+  that run is then marked KILLED): the same run continues from its last
+  checkpoint, by the machinery of ``workbench run --resume``
+  (:func:`workbench.launch.find_resume_point`), or from step 0 if it
   saved none yet; a killed run that cannot resume (no ``config.yaml``, or
   ``training.save_steps=0``) is rerun as a new run,
 - reruns (as a new run) a cell whose run FAILED,
-- leaves alone a cell RUNNING in a live process or on another host, unless
+- leaves alone a cell RUNNING in a live process, on another host, or without a
+  usable pid tag (``run_process`` says ALIVE or UNKNOWN), unless
   ``rerun_running`` is set; then that run counts as killed (for a scheduler that
   runs each cell once at a time, where a requeued job may land on another host).
 
@@ -48,7 +50,6 @@ import gc
 import hashlib
 import json
 import os
-import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -56,7 +57,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from workbench.config import ConfigError, WorkbenchConfig, build_config
-from analysis.records import DEFAULT_EXPERIMENT, HASH_TAG, HOST_TAG, PARENT_TAG, PID_TAG, SWEEP_KIND
+from analysis.records import DEFAULT_EXPERIMENT, HASH_TAG, PARENT_TAG, SWEEP_KIND
+from workbench.help_text import benchmark_help, methods_help, preset_help, task_help
+from workbench.launch import ProcessState, find_resume_point, reopen_tracker, run_process, start_tracker
 from workbench.tracking import (
     Tracker,
     TrackingError,
@@ -133,25 +136,6 @@ def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list
     return configs
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_dead(run) -> bool:
-    """A RUNNING run whose process on this host is gone (a crash or a kill -9)."""
-    tags = run.data.tags
-    if tags.get(HOST_TAG) != socket.gethostname():
-        return False
-    pid = tags.get(PID_TAG, "")
-    return pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid)))
-
-
 def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str,
                   tags: dict[str, str] | None = None) -> list:
     """Runs of this cell (same method, seed and config hash, and the given ``tags``), newest first."""
@@ -171,7 +155,7 @@ def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | 
     for run in runs:  # newest first
         status = run.info.status
         if status in ("RUNNING", "SCHEDULED"):
-            if not (_is_dead(run) or rerun_running):
+            if not (run_process(run.data.tags) is ProcessState.DEAD or rerun_running):
                 return "running", run.info.run_id
             mlflow_client.set_terminated(run.info.run_id, status="KILLED")
             status = "KILLED"
@@ -181,9 +165,8 @@ def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | 
 
 
 def _resume_point(run_id: str):
-    """Where the killed run ``run_id`` continues (a ``workbench.train.ResumePoint``), or the reason it cannot."""
-    from workbench.train import find_resume_point
-
+    """Where the killed run ``run_id`` continues (a :class:`workbench.launch.ResumePoint`), or the reason it
+    cannot."""
     try:
         return find_resume_point(run_id), None
     except TrackingError as err:
@@ -205,16 +188,13 @@ def run_one(cfg: WorkbenchConfig, digest: str, train_fn: TrainFn, parent_id: str
     """Train the cell in a new run (tagged also with ``tags``, and nested under run ``parent_id``), or continue
     the run of ``resume`` (a ``ResumePoint``) from its checkpoint, under the parent it has; close the run as
     FINISHED, FAILED or KILLED; return its id."""
-    from workbench.train import reopen_tracker, start_tracker
-
     if resume is not None:
         tracker = reopen_tracker(resume)
         with closing_run(tracker):
             train_fn(resume.config, tracker, resume_from_checkpoint=resume.checkpoint)
         return tracker.run_id
     tracker = start_tracker(cfg)
-    tracker.set_tags({HASH_TAG: digest, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()),
-                      PARENT_TAG: parent_id, **(tags or {})})
+    tracker.set_tags({HASH_TAG: digest, PARENT_TAG: parent_id, **(tags or {})})
     with closing_run(tracker):
         train_fn(cfg, tracker)
     return tracker.run_id
@@ -347,11 +327,11 @@ def summary_table(results: Sequence[CellResult], experiment: str):
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="train a method x seed grid in one experiment (resumable)")
-    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. grpo,entropy,evol_rl,g2rl")
+    p.add_argument("--methods", required=True, help=methods_help())
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
-    p.add_argument("--preset", help="model preset: tiny (default), smollm2-135m, qwen3-1.7b-base, qwen3-4b-base")
+    p.add_argument("--preset", help=preset_help())
     p.add_argument("--model", help="a Hugging Face id or local model folder (sets preset 'path')")
-    p.add_argument("--task", help="training task: countdown (default), arithmetic, math, gsm8k, gpqa")
+    p.add_argument("--task", help=task_help())
     p.add_argument("--data", help="training data file for file tasks (json, jsonl or parquet)")
     p.add_argument("--steps", type=int, help="optimizer steps of every cell")
     p.add_argument("--experiment", help=f"MLflow experiment of the whole grid (default: the config's, {DEFAULT_EXPERIMENT!r})")
@@ -368,8 +348,8 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
                    help="run cell K only (0 to cells - 1, in the order --list prints), "
                         "e.g. --cell $SLURM_ARRAY_TASK_ID")
     p.add_argument("--probe", metavar="BENCH",
-                   help="then probe each finished cell's final checkpoint on BENCH (task, aime25, NAME=FILE, ...; "
-                        "`workbench probe` with its defaults: 8 samples, every problem); cells probed before "
+                   help=f"then probe each finished cell's final checkpoint on BENCH: {benchmark_help()} "
+                        "(`workbench probe` with its defaults: 8 samples, every problem); cells probed before "
                         "are skipped")
     p.add_argument("--probe-data-dir", metavar="DIR", help="folder holding the --probe benchmark's file")
     p.set_defaults(func=cmd_sweep)
