@@ -119,3 +119,59 @@ def test_help_follows_the_registry(capsys, monkeypatch):
     monkeypatch.setitem(METHODS._items, "zz_new_method", GRPO)
     assert "zz_new_method" in _listed(_option_help(capsys, monkeypatch, ["run"], "--method"))
     assert "zz_new_method" in _listed(_option_help(capsys, monkeypatch, ["sweep"], "--methods"))
+
+
+def _subparser(name: str):
+    from workbench.cli import parser
+
+    (sub,) = [a for a in parser()._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+def test_eval_flags_take_the_eval_config_defaults_and_descriptions():
+    """``workbench eval``'s sampling flags are EvalConfig's fields: the same defaults, so they cannot drift."""
+    from workbench.config import EvalConfig, WorkbenchConfig
+    from workbench.eval_cmd import FLAGS, eval_config, first_sentence
+
+    eval_parser = _subparser("eval")
+    args = eval_parser.parse_args(["--model", "tiny"])
+    fields = EvalConfig.model_fields
+    assert set(FLAGS) == {"n", "temperature", "max_problems", "max_new_tokens", "prompts_per_batch", "data_dir"}
+    for field in FLAGS:
+        assert getattr(args, field) == fields[field].default, field
+    assert args.seed == WorkbenchConfig.model_fields["seed"].default
+    settings = eval_config(args)
+    assert settings.model_dump(include=set(FLAGS)) == EvalConfig().model_dump(include=set(FLAGS))
+    assert eval_config(eval_parser.parse_args(["--model", "tiny", "--max-problems", "0"])).max_problems is None
+    helps = {a.option_strings[0]: a.help for a in eval_parser._actions if a.option_strings}
+    for field, flag in FLAGS.items():
+        words = first_sentence(fields[field].description).split(" (")[0]
+        assert words.lower() in helps[flag].lower(), (flag, words)  # from the field's description
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--n", "0"], "--n 0 must be >= 1"),
+    (["--temperature", "0"], "--temperature 0.0 must be > 0 (sampling"),
+    (["--max-problems", "-1"], "--max-problems -1 must be >= 1 (or 0: all)"),
+    (["--batch", "0"], "--batch 0 must be >= 1"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0 must be >= 1"),
+    (["--seed", "-1"], "--seed -1 must be >= 0"),
+])
+def test_bad_eval_flags_name_the_flag_and_the_rule(argv, message):
+    from workbench.config import ConfigError
+    from workbench.eval_cmd import eval_config
+
+    with pytest.raises(ConfigError) as err:
+        eval_config(_subparser("eval").parse_args(["--model", "tiny", *argv]))
+    assert message in str(err.value)
+
+
+def test_help_lists_every_registered_benchmark_and_preset():
+    from workbench.models.presets import PRESETS
+    from workbench.tasks import BENCHMARKS
+
+    for command, flags in (("eval", ("--benchmarks", "--model")), ("probe", ("--benchmark", "--preset"))):
+        helps = {a.option_strings[0]: a.help for a in _subparser(command)._actions if a.option_strings}
+        benchmarks, presets = (helps[flag] for flag in flags)
+        assert all(name in benchmarks for name in BENCHMARKS.names()), (command, benchmarks)
+        assert all(name in presets for name in PRESETS.names()), (command, presets)

@@ -123,12 +123,15 @@ class FeaturesConfig(_Section):
 
 class EvalConfig(_Section):
     every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
-    n: int = Field(8, ge=1, description="Samples per problem.")
-    temperature: float = Field(0.8, gt=0, description="Evaluation temperature (paper: 0.8).")
+    n: int = Field(8, ge=1, description="Samples per problem (paper: 16).")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature (paper: 0.8).")
     benchmarks: list[str] = Field(default_factory=lambda: ["task"], description="Benchmarks; 'task' = the task's test split.")
-    data_dir: str | None = Field(None, description="Folder holding benchmark files.")
-    max_problems: int | None = Field(64, ge=1, description="Problems per benchmark.")
-    max_new_tokens: int | None = Field(None, ge=1, description="Default: training.max_completion_length.")
+    data_dir: str | None = Field(None, description="Folder holding benchmark files (benchmarks/math500.json, "
+                                 "gsm8k/test.jsonl, ...).")
+    max_problems: int | None = Field(64, ge=1, description="The first N problems per benchmark. None: all.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Completion tokens per sample. None: "
+                                       "training.max_completion_length.")
+    prompts_per_batch: int = Field(8, ge=1, description="Problems per generate call, each sampled n times.")
     n_per_benchmark: dict[str, int] = Field(default_factory=dict, description="Samples per problem for some "
                                             "benchmarks, e.g. {gpqa_diamond: 32}; the others take n.")
     initial: bool = Field(True, description="Evaluate before the first step (step 0), the baseline.")

@@ -2,11 +2,14 @@
 
 The model is a preset name (``tiny``, ``smollm2-135m``, ...), a saved
 checkpoint folder (e.g. ``outputs/<run_id>/checkpoint-100``) or any Hugging Face
-model id. Each benchmark is sampled ``n`` times per problem with
-:func:`workbench.evaluation.sample_problems`; the run (tag ``method='eval'``)
-records the metrics of :func:`workbench.evaluation.score` at step 0 and the
-per-sample artifact ``eval/step_000000.parquet`` of DESIGN 6, so the app and
-``workbench report`` read it like a training run's final evaluation.
+model id (:func:`workbench.models.load.resolve_model`). The sampling flags are
+the fields of :class:`workbench.config.EvalConfig`, with its defaults and
+descriptions; each benchmark is sampled by
+:func:`workbench.evaluation.evaluate_suite`, the loop training evaluates with.
+The run (tag ``method='eval'``) records the metrics of
+:func:`workbench.evaluation.score` at step 0 and the per-sample artifact
+``eval/step_000000.parquet`` of DESIGN 6, so the app and ``workbench report``
+read it like a training run's final evaluation.
 """
 
 from __future__ import annotations
@@ -16,103 +19,104 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
+from pydantic import ValidationError
+
+from analysis.records import DEFAULT_EXPERIMENT, parse_eval_key
 from workbench import __version__
-from workbench.config import ConfigError, WorkbenchConfig, build_config
+from workbench.config import ConfigError, EvalConfig, WorkbenchConfig
+
+# EvalConfig field -> its flag; each flag takes the field's default and the first sentence of its description
+# (a second sentence says what None means in a config).
+FLAGS = {"n": "--n", "temperature": "--temperature", "max_problems": "--max-problems",
+         "max_new_tokens": "--max-new-tokens", "prompts_per_batch": "--batch", "data_dir": "--data-dir"}
+FOLDER_MAX_NEW_TOKENS = 256  # a model folder or hub id has no preset to say how long its completions run
+NOTES = {  # what a flag means beyond its field's description
+    "max_problems": "0: all",
+    "max_new_tokens": "unset: the preset's eval.max_new_tokens, else its training.max_completion_length; "
+                      f"a model folder or hub id: {FOLDER_MAX_NEW_TOKENS}",
+}
+HINTS = {"max_problems": "or 0: all", "temperature": "sampling; pass@k needs distinct samples"}  # for errors
+DEFAULT_BENCHMARKS = "gsm8k"
 
 
-def resolve_model(model: str, cache_dir: str | None = None) -> tuple[str, str]:
-    """(preset or 'path', folder or hub id) for a preset name, a folder or a Hugging Face id."""
+def _flag_type(field: str) -> type:
+    """The scalar type of an EvalConfig field (``int | None`` -> int)."""
+    annotation = EvalConfig.model_fields[field].annotation
+    return next((t for t in get_args(annotation) if t is not type(None)), annotation)
+
+
+def first_sentence(text: str) -> str:
+    """``"Samples per problem (paper: 16). More."`` -> ``"Samples per problem (paper: 16)"``."""
+    return text.split(". ")[0].rstrip(".")
+
+
+def _help(text: str, extra: str) -> str:
+    """``"Samples per problem (paper: 16)"``, ``"default 8"`` -> ``"samples per problem (paper: 16; default 8)"``."""
+    text = text[:1].lower() + text[1:]
+    if not extra:
+        return text
+    return f"{text[:-1]}; {extra})" if text.endswith(")") else f"{text} ({extra})"
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    from workbench.models.load import DTYPES
     from workbench.models.presets import PRESETS
-
-    if model in PRESETS:
-        cfg: WorkbenchConfig = build_config([{"model": {"preset": model, "cache_dir": cache_dir}}])
-        if cfg.training.cpu_threads:  # the preset's CPU thread count (the tiny model: 1)
-            import torch
-
-            torch.set_num_threads(cfg.training.cpu_threads)
-        return model, str(PRESETS.get(model).load(cfg))
-    if Path(model).exists() and not (Path(model) / "config.json").is_file():
-        raise FileNotFoundError(f"--model {model}: the folder has no config.json; point at a saved model or "
-                                f"checkpoint folder, or use a preset ({', '.join(PRESETS.names())})")
-    return "path", model
-
-
-def _load(path: str, dtype: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    except OSError as err:
-        from workbench.models.presets import PRESETS
-
-        hub = "" if os.environ.get("HF_HUB_OFFLINE") != "1" else " (HF_HUB_OFFLINE=1: only local folders load)"
-        raise FileNotFoundError(f"--model {path!r} is neither a preset ({', '.join(PRESETS.names())}) nor a "
-                                f"loadable model folder or hub id{hub}: {str(err).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    return model, tokenizer
-
-
-def parse_benchmarks(text: str) -> list[tuple[str, str | None]]:
-    """``math500,amc=/data/amc.json`` -> [("math500", None), ("amc", "/data/amc.json")], names checked."""
     from workbench.tasks import BENCHMARKS
 
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        name, _, path = item.partition("=")
-        BENCHMARKS.get(name.strip())  # unknown names list the valid ones
-        out.append((name.strip(), path.strip() or None))
-    if not out:
-        raise ConfigError(f"--benchmarks {text!r} names nothing; e.g. --benchmarks math500,gsm8k")
-    return out
+    p = subparsers.add_parser("eval", help="pass@k / maj@k of a model or checkpoint on benchmarks, as an MLflow run")
+    p.add_argument("--model", required=True, help=f"a preset ({', '.join(PRESETS.names())}), a saved "
+                                                  "model/checkpoint folder, or a Hugging Face id")
+    p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS,
+                   help=f"comma-separated: {', '.join(BENCHMARKS.names())}; NAME=FILE reads that file "
+                        "(default %(default)s)")
+    for field, flag in FLAGS.items():
+        info = EvalConfig.model_fields[field]
+        extra = ([] if info.default is None else ["default %(default)s"]) + ([NOTES[field]] if field in NOTES else [])
+        p.add_argument(flag, dest=field, metavar=flag[2:].upper().replace("-", "_"), type=_flag_type(field),
+                       default=info.default, help=_help(first_sentence(info.description), "; ".join(extra)))
+    p.add_argument("--seed", type=int, default=WorkbenchConfig.model_fields["seed"].default,
+                   help="sampling seed (default %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default bfloat16 on GPU, float32 on CPU)")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name (default %(default)r)")
+    p.add_argument("--run-name", help="MLflow run name (default eval-<model folder name>)")
+    p.set_defaults(func=cmd_eval)
+    return p
 
 
-def load_suite(benchmarks: list[tuple[str, str | None]], data_dir: str | None, max_problems: int | None):
-    """(name, task, problems) per benchmark; a missing or malformed file is a :class:`ConfigError`."""
-    from workbench.tasks import load_benchmark
-
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The :class:`EvalConfig` of the flags (``--max-problems 0``: all); a bad value is a ConfigError naming
+    the flag and the rule, e.g. ``--n 0 must be >= 1``."""
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed} must be >= 0")
+    values = {field: getattr(args, field) for field in FLAGS}
+    values["max_problems"] = values["max_problems"] or None
     try:
-        return [(name, *load_benchmark(name, path, data_dir=data_dir, max_problems=max_problems))
-                for name, path in benchmarks]
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+        return EvalConfig(**values)
+    except ValidationError as err:
+        raise ConfigError("; ".join(_flag_error(e) for e in err.errors())) from None
 
 
-def evaluate(model, tokenizer, loaded, *, n: int, temperature: float, max_new_tokens: int, seed: int, batch: int):
-    """The per-sample frame of every (name, task, problems) benchmark, with a progress bar per benchmark."""
-    import pandas as pd
-
-    from workbench.evaluation import sample_problems
-    from workbench.progress import progress
-
-    frames = []
-    for name, task, problems in loaded:
-        with progress(f"{name} (n={n})", len(problems)) as bar:
-            frames.append(sample_problems(
-                model, tokenizer, task, problems, n=n, temperature=temperature, max_new_tokens=max_new_tokens,
-                benchmark=name, step=0, prompts_per_batch=batch, seed=seed, progress=bar.advance,
-            ))
-    return pd.concat(frames, ignore_index=True)
+def _flag_error(error: dict) -> str:
+    field = str(error["loc"][0])
+    flag, ctx = FLAGS.get(field, field), error.get("ctx", {})
+    rule = next((f"must be {op} {ctx[key]:g}" for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                 if key in ctx), error["msg"])
+    hint = f" ({HINTS[field]})" if field in HINTS else ""
+    return f"{flag} {error.get('input')} {rule}{hint}"
 
 
 def score_table(metrics: dict[str, float]):
     """A rich table: rows benchmarks, columns pass@k then maj@k."""
-    import re
-
     from rich.table import Table
 
-    parsed = {}
+    parsed: dict[str, dict[tuple[str, int], float]] = {}
     for key, value in metrics.items():
-        m = re.match(r"^eval/(.+)/(pass|maj)_at_(\d+)$", key)
-        if m:
-            parsed.setdefault(m[1], {})[(m[2], int(m[3]))] = value
+        found = parse_eval_key(key)
+        if found:
+            bench, kind, k = found
+            parsed.setdefault(bench, {})[(kind, k)] = value
     cols = sorted({c for v in parsed.values() for c in v}, key=lambda c: (c[0] != "pass", c[1]))
     table = Table(title="evaluation (fractions of problems)")
     table.add_column("benchmark")
@@ -123,70 +127,42 @@ def score_table(metrics: dict[str, float]):
     return table
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("eval", help="pass@k / maj@k of a model or checkpoint on benchmarks, as an MLflow run")
-    p.add_argument("--model", required=True,
-                   help="a preset (tiny, smollm2-135m, ...), a saved model/checkpoint folder, or a Hugging Face id")
-    p.add_argument("--benchmarks", default="gsm8k",
-                   help="comma-separated: math500, amc, aime24, aime25, gpqa_diamond, gsm8k, countdown, arithmetic; "
-                        "NAME=FILE reads that file (default gsm8k)")
-    p.add_argument("--data-dir", help="folder holding benchmark files (benchmarks/math500.json, gsm8k/test.jsonl, ...)")
-    p.add_argument("--n", type=int, default=8, help="samples per problem (default 8; paper 16)")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8, as the paper)")
-    p.add_argument("--max-problems", type=int, default=64, help="first N problems per benchmark (default 64; 0: all)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="completion tokens per sample (default 256)")
-    p.add_argument("--batch", type=int, default=8, help="problems per generate call (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="weights dtype (default bfloat16 on GPU, float32 on CPU)")
-    p.add_argument("--experiment", default="workbench", help="MLflow experiment name (default 'workbench')")
-    p.add_argument("--run-name", help="MLflow run name (default eval-<model folder name>)")
-    p.set_defaults(func=cmd_eval)
-    return p
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    for flag, value, low in (("--n", args.n, 1), ("--max-new-tokens", args.max_new_tokens, 1),
-                             ("--batch", args.batch, 1), ("--max-problems", args.max_problems, 0),
-                             ("--seed", args.seed, 0)):
-        if value < low:
-            raise ConfigError(f"{flag} {value} must be >= {low}")
-    if args.temperature <= 0:
-        raise ConfigError(f"--temperature {args.temperature} must be > 0 (sampling; pass@k needs distinct samples)")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from workbench.evaluation import eval_table, score
     from analysis.records import eval_path
+    from workbench.evaluation import completion_tokens, eval_table, evaluate_suite, load_suite, parse_benchmarks, score
+    from workbench.models.load import load_model, resolve_dtype, resolve_model
+    from workbench.recording import problems_frame
     from workbench.tracking import MlflowTracker, client, tracking_uri
 
-    _check_args(args)
+    settings = eval_config(args)
     benchmarks = parse_benchmarks(args.benchmarks)
     client()  # a dead tracking server fails now, not after sampling
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
-    max_problems = args.max_problems or None
-    suite = load_suite(benchmarks, args.data_dir, max_problems)  # bad files fail before the model loads
-    preset, path = resolve_model(args.model)
-    dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
-    model, tokenizer = _load(path, dtype)
+    # bad files fail before the model loads
+    suite = load_suite(benchmarks, data_dir=settings.data_dir, max_problems=settings.max_problems)
+    ref = resolve_model(args.model)
+    max_new_tokens = settings.max_new_tokens or (completion_tokens(ref.cfg) if ref.preset != "path"
+                                                 else FOLDER_MAX_NEW_TOKENS)
+    dtype = resolve_dtype(args.dtype)
+    model, tokenizer = load_model(ref.path, dtype, cpu_threads=ref.cfg.training.cpu_threads)
     t0 = time.perf_counter()
-    frame = evaluate(model, tokenizer, suite, n=args.n, temperature=args.temperature,
-                     max_new_tokens=args.max_new_tokens, seed=args.seed, batch=args.batch)
+    frame = evaluate_suite(model, tokenizer, suite, settings, max_new_tokens=max_new_tokens, seed=args.seed)
     seconds = time.perf_counter() - t0
     metrics = score(frame)
     name = args.run_name or f"eval-{Path(args.model.rstrip('/')).name}"
-    tags = {"method": "eval", "seed": str(args.seed), "preset": preset, "task": ",".join(b for b, _ in benchmarks),
+    tags = {"method": "eval", "seed": str(args.seed), "preset": ref.preset, "task": ",".join(b for b, _ in benchmarks),
             "workbench_version": __version__}
     tracker = MlflowTracker.start(args.experiment, name, tags)
     try:
-        tracker.log_params({"model": args.model, "model_path": path, "benchmarks": args.benchmarks, "n": args.n,
-                            "temperature": args.temperature, "max_problems": max_problems,
-                            "max_new_tokens": args.max_new_tokens, "seed": args.seed, "dtype": dtype,
-                            "data_dir": args.data_dir})
+        tracker.log_params({"model": args.model, "model_path": ref.path, "benchmarks": args.benchmarks,
+                            "n": settings.n, "temperature": settings.temperature,
+                            "max_problems": settings.max_problems, "max_new_tokens": max_new_tokens,
+                            "prompts_per_batch": settings.prompts_per_batch, "seed": args.seed, "dtype": dtype,
+                            "data_dir": settings.data_dir})
+        for bench, _, problems in suite:
+            tracker.log_dataset(problems_frame(problems), bench, "evaluation")
         tracker.log_metrics(metrics | {"perf/eval_s": seconds}, step=0)
         tracker.log_parquet(eval_table(frame), eval_path(0))
     except BaseException:

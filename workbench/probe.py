@@ -9,7 +9,8 @@ verifier, and computes for each
 - Phi by the **forward route** (DESIGN 3.4, :func:`trainers.features.phi_forward`):
   one no-grad forward over prompt + completion after sampling, with p_t =
   softmax(z_t / T) at the sampling temperature T. Sampling then is plain
-  ``generate``, exactly as ``workbench eval`` samples; the sampling route would
+  ``generate`` by :func:`workbench.evaluation.sample`, the loop ``workbench eval``
+  and training's evaluation sample with; the sampling route would
   save that forward but ties Phi to transformers' generation internals, and
   both routes agree to float tolerance (tests/test_features.py);
 - the unit text embedding (:class:`trainers.embeddings.TextEmbedder`, the
@@ -45,6 +46,8 @@ from workbench.config import ConfigError, WorkbenchConfig, build_config, validat
 from analysis.records import ARM_TAG, DEFAULT_EXPERIMENT, KIND_TAG, PROBE, PROBE_OF_TAG
 from analysis.records import PROBE_BENCHMARK_TAG as BENCHMARK_TAG
 from analysis.records import PROBE_STEP_TAG as STEP_TAG
+from workbench.evaluation import TASK_BENCHMARK
+
 NO_RUN_METHOD = "base"  # the method tag of a probe of a model that no run trained
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -150,16 +153,15 @@ def from_checkpoint(mlflow_client, folder: str) -> ProbeSource:
 
 def from_model(model: str, preset: str | None = None) -> ProbeSource:
     """A preset (built or loaded into the model cache) or a model folder / hub id, at step 0."""
-    from workbench.eval_cmd import resolve_model
+    from workbench.models.load import resolve_model
 
     if preset is not None:
         from workbench.models.presets import PRESETS
 
         PRESETS.get(preset)  # an unknown name lists the valid ones
         model = preset
-    kind, path = resolve_model(model)
-    layer = {"model": {"preset": kind}} if kind != "path" else {"model": {"preset": "path", "name_or_path": path}}
-    return ProbeSource(path, 0, build_config([layer]), Path(model.rstrip("/")).name, kind)
+    ref = resolve_model(model)
+    return ProbeSource(ref.path, 0, ref.cfg, Path(model.rstrip("/")).name, ref.preset)
 
 
 # --------------------------------------------------------------------------- sampling and features
@@ -183,60 +185,36 @@ class ProbeSamples:
 
 def sample(model, tokenizer, task, problems, *, n: int, temperature: float, max_new_tokens: int, seed: int,
            embedder, prompts_per_batch: int = 8, forward_batch: int = 8, progress=None) -> ProbeSamples:
-    """``n`` completions per problem (plain temperature sampling, as :func:`workbench.evaluation.sample_problems`),
-    cut after their first EOS as TRL cuts them, each checked, with Phi (forward route) and its text embedding."""
+    """``n`` completions per problem, sampled and checked by :func:`workbench.evaluation.sample` (the loop
+    evaluation samples with), with Phi by the forward route and the text embedding of each."""
     import torch
 
     from trainers.features import pad_batch, phi_forward
-    from workbench.evaluation import _eval_mode, format_prompt
+    from workbench.evaluation import eval_mode, sample as sample_completions
 
+    completions = sample_completions(model, tokenizer, task, problems, n=n, temperature=temperature,
+                                     max_new_tokens=max_new_tokens, seed=seed, prompts_per_batch=prompts_per_batch,
+                                     progress=progress, token_ids=True)
     device = next(model.parameters()).device
-    eos = tokenizer.eos_token_id
-    groups, prompt_ids, prompts, texts, num_tokens, verdicts, phis = [], [], [], [], [], [], []
-    feature_s = 0.0
-    with _eval_mode(model, tokenizer), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for start in range(0, len(problems), prompts_per_batch):
-            chunk = problems[start : start + prompts_per_batch]
-            enc = tokenizer([format_prompt(p, tokenizer, task.chat) for p in chunk], return_tensors="pt",
-                            padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
-                out = model.generate(
-                    **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                    max_new_tokens=max_new_tokens, num_return_sequences=n,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
-                )  # (len(chunk) * n, P + C)
-            width = enc["input_ids"].shape[1]
-            rows_prompt = [ids[mask.bool()].tolist() for ids, mask in zip(enc["input_ids"], enc["attention_mask"])]
-            rows_completion = [_cut_after_eos(row.tolist(), eos) for row in out[:, width:]]
-            for i, completion in enumerate(rows_completion):
-                problem = chunk[i // n]
-                text = tokenizer.decode(completion, skip_special_tokens=True)
-                groups.append(start + i // n)
-                prompt_ids.append(problem.id)
-                prompts.append(f"{problem.system}\n{problem.prompt}" if problem.system else problem.prompt)
-                texts.append(text)
-                num_tokens.append(len(completion))
-                verdicts.append(task.verify(text, problem.answer))
-            t0 = time.perf_counter()
-            ids, attn, cmask = pad_batch([rows_prompt[i // n] for i in range(len(rows_completion))], rows_completion,
+    t0 = time.perf_counter()
+    phis = []
+    with eval_mode(model, tokenizer):
+        for start in range(0, len(completions), prompts_per_batch * n):  # the rows of one generate call
+            rows = completions[start : start + prompts_per_batch * n]
+            ids, attn, cmask = pad_batch([c.prompt_ids for c in rows], [c.completion_ids for c in rows],
                                          tokenizer.pad_token_id, device=device)
             phis.append(phi_forward(model, ids, attn, cmask, temperature, batch_size=forward_batch).float().cpu())
-            feature_s += time.perf_counter() - t0
-            if progress is not None:
-                progress(len(chunk))
+    feature_s = time.perf_counter() - t0
+    texts = [c.text for c in completions]
     t0 = time.perf_counter()
     embeddings = embedder.encode(texts)  # (N, e)
     embed_s = time.perf_counter() - t0
-    return ProbeSamples(np.asarray(groups, dtype=np.int64), prompt_ids, prompts, texts, num_tokens, verdicts,
+    return ProbeSamples(np.asarray([c.group for c in completions], dtype=np.int64),
+                        [c.problem.id for c in completions],
+                        [f"{c.problem.system}\n{c.problem.prompt}" if c.problem.system else c.problem.prompt
+                         for c in completions],
+                        texts, [len(c.completion_ids) for c in completions], [c.verdict for c in completions],
                         torch.cat(phis).numpy(), embeddings, feature_s, embed_s)
-
-
-def _cut_after_eos(tokens: list[int], eos: int | None) -> list[int]:
-    """The tokens up to and including the first EOS (all of them if there is none)."""
-    if eos is not None and eos in tokens:
-        return tokens[: tokens.index(eos) + 1]
-    return tokens
 
 
 # --------------------------------------------------------------------------- recording
@@ -287,16 +265,20 @@ def record(tracker, source: ProbeSource, samples: ProbeSamples, *, seconds: floa
 
 
 def add_probe_parser(subparsers) -> argparse.ArgumentParser:
+    from workbench.models.load import DTYPES
+    from workbench.models.presets import PRESETS
+    from workbench.tasks import BENCHMARKS
+
     p = subparsers.add_parser("probe", help="exploration geometry of a checkpoint on n samples per benchmark "
                                             "problem, as an MLflow run (the paper's Figure 3)")
     p.add_argument("run", nargs="?", metavar="RUN_ID", help="a run whose checkpoint to probe (its last by default)")
     p.add_argument("--step", type=int, help="with RUN_ID: the checkpoint of this step (default: the last)")
     p.add_argument("--checkpoint", metavar="DIR", help="a checkpoint folder (outputs/<run id>/checkpoint-N)")
     p.add_argument("--model", help="a saved model folder or a Hugging Face id (step 0)")
-    p.add_argument("--preset", help="a model preset: tiny, smollm2-135m, ... (step 0)")
-    p.add_argument("--benchmark", default="task",
-                   help="task (the test split of the run's task, default), or one of math500, amc, aime24, aime25, "
-                        "gpqa_diamond, gsm8k, arithmetic; NAME=FILE reads that file")
+    p.add_argument("--preset", help=f"a model preset: {', '.join(PRESETS.names())} (step 0)")
+    p.add_argument("--benchmark", default=TASK_BENCHMARK,
+                   help=f"{TASK_BENCHMARK} (the test split of the run's task, default), or one of "
+                        f"{', '.join(BENCHMARKS.names())}; NAME=FILE reads that file")
     p.add_argument("--data-dir", help="folder holding benchmark files (benchmarks/aime25.json, gsm8k/test.jsonl, ...)")
     p.add_argument("--n", type=int, default=8, help="samples per problem (default 8, the paper's)")
     p.add_argument("--max-problems", type=int, default=0, help="first N problems (default 0: all, the paper's)")
@@ -305,9 +287,10 @@ def add_probe_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int,
                    help="completion tokens per sample (default: the run's eval.max_new_tokens, else its "
                         "training.max_completion_length)")
-    p.add_argument("--batch", type=int, default=8, help="problems per generate call (default 8)")
+    p.add_argument("--batch", type=int, help="problems per generate call (default: the run's "
+                                             "eval.prompts_per_batch)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+    p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="weights dtype (default bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--experiment", help=f"MLflow experiment (default: the source run's, else {DEFAULT_EXPERIMENT!r})")
     p.add_argument("--run-name", help="MLflow run name (default probe-<benchmark>-<source>)")
@@ -343,32 +326,27 @@ def resolve_source(args: argparse.Namespace, mlflow_client) -> ProbeSource:
 
 
 def load_problems(source: ProbeSource, benchmark: str, data_dir: str | None, max_problems: int | None):
-    """(benchmark name, task, problems): ``task`` = the source config's task's test split."""
-    from workbench.eval_cmd import load_suite, parse_benchmarks
-    from workbench.tasks import build_task
+    """(benchmark name, task, problems) of the one benchmark ``benchmark`` (``--benchmark``) names, by
+    :func:`workbench.evaluation.load_suite`: ``task`` is the test split of the source config's task."""
+    from workbench.evaluation import load_suite, parse_benchmarks
 
-    if benchmark == "task":
-        task = build_task(source.cfg.task)
-        try:
-            problems = task.problems("test")[:max_problems]
-        except (ValueError, OSError) as err:
-            raise ConfigError(str(err)) from None
-        return f"{task.name}_test", task, problems
-    parsed = parse_benchmarks(benchmark)
+    parsed = parse_benchmarks(benchmark, "--benchmark", task=True)
     if len(parsed) != 1:
         raise ConfigError(f"--benchmark {benchmark!r}: a probe measures one benchmark; run one probe per benchmark")
-    return load_suite(parsed, data_dir, max_problems)[0]
+    return load_suite(parsed, source.cfg.task, data_dir=data_dir, max_problems=max_problems)[0]
 
 
-def probe(source: ProbeSource, *, benchmark: str = "task", data_dir: str | None = None, n: int = 8,
+def probe(source: ProbeSource, *, benchmark: str = TASK_BENCHMARK, data_dir: str | None = None, n: int = 8,
           max_problems: int | None = None, temperature: float | None = None, max_new_tokens: int | None = None,
-          batch: int = 8, seed: int = 0, dtype: str | None = None, experiment: str | None = None,
+          batch: int | None = None, seed: int = 0, dtype: str | None = None, experiment: str | None = None,
           run_name: str | None = None) -> tuple[str, dict[str, float]]:
-    """Probe ``source``; returns the probe run's id and its metrics. Bad files fail before the model loads."""
-    import torch
+    """Probe ``source``; returns the probe run's id and its metrics. Bad files fail before the model loads.
 
+    ``temperature``, ``max_new_tokens`` and ``batch`` (problems per generate call) default to the source
+    config's evaluation settings."""
     from trainers.embeddings import TextEmbedder
-    from workbench.eval_cmd import _load
+    from workbench.evaluation import completion_tokens
+    from workbench.models.load import load_model, resolve_dtype
     from workbench.progress import progress
     from workbench.tracking import MlflowTracker, client
 
@@ -380,11 +358,10 @@ def probe(source: ProbeSource, *, benchmark: str = "task", data_dir: str | None 
         experiment = c.get_experiment(source.run.info.experiment_id).name if source.run is not None else DEFAULT_EXPERIMENT
     e = source.cfg.eval
     temperature = temperature or e.temperature
-    max_new_tokens = max_new_tokens or e.max_new_tokens or source.cfg.training.max_completion_length
-    if source.cfg.training.cpu_threads:
-        torch.set_num_threads(source.cfg.training.cpu_threads)
-    dtype = dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
-    model, tokenizer = _load(source.model_path, dtype)
+    max_new_tokens = max_new_tokens or completion_tokens(source.cfg)
+    batch = batch or e.prompts_per_batch
+    dtype = resolve_dtype(dtype)
+    model, tokenizer = load_model(source.model_path, dtype, cpu_threads=source.cfg.training.cpu_threads)
     embedder = TextEmbedder(source.cfg.features.encoder)
     t0 = time.perf_counter()
     with progress(f"probe {name} (n={n}) of {source.label}", len(problems)) as bar:
@@ -392,6 +369,8 @@ def probe(source: ProbeSource, *, benchmark: str = "task", data_dir: str | None 
                          max_new_tokens=max_new_tokens, seed=seed, embedder=embedder, prompts_per_batch=batch,
                          progress=bar.advance)
     seconds = time.perf_counter() - t0
+    from workbench.recording import problems_frame
+
     tracker = MlflowTracker.start(experiment, run_name or f"probe-{name}-{source.label}",
                                   probe_tags(source, name, seed))
     try:
@@ -401,6 +380,7 @@ def probe(source: ProbeSource, *, benchmark: str = "task", data_dir: str | None 
                             "features.tau": source.cfg.features.tau, "features.encoder": source.cfg.features.encoder,
                             "features.project_dim": source.cfg.features.project_dim,
                             "features.dtype": source.cfg.features.dtype})
+        tracker.log_dataset(problems_frame(problems), name, "evaluation")
         metrics = record(tracker, source, samples, seconds=seconds)
     except BaseException:
         tracker.finish("FAILED")

@@ -82,7 +82,10 @@ def read_records(path: str | Path) -> list[tuple[str, dict]]:
     if path.suffix == ".parquet":
         records = _read_parquet(path)
     else:
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise _data_error(path, f"not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None
         records = _read_json(path, text) if path.suffix == ".json" else _read_jsonl(path, text)
     if not records:
         raise _data_error(path, "the file holds no problems; point the task at a file with problems")
