@@ -31,7 +31,7 @@ from conftest import SMALL
 from trainers.method import Method, Shaped, StepBatch
 from workbench.cli import main
 from workbench.config import FeaturesConfig, TaskConfig, build_config
-from workbench.tracking import client
+from workbench.tracking import NullTracker, client
 
 
 def _untouched(uri: str) -> bool:
@@ -120,8 +120,8 @@ def test_k_above_n_is_refused_by_the_evaluation_score():
 # --------------------------------------------------------------------------- completions the verifier gets
 
 
-class _Capture:
-    """A tracker that keeps what it is given."""
+class _Capture(NullTracker):
+    """A tracker that keeps the metrics and Parquet tables it is given."""
 
     run_id = None
 
@@ -135,11 +135,6 @@ class _Capture:
     def log_parquet(self, frame, artifact_file):
         self.tables[artifact_file] = frame
 
-    def log_params(self, params): ...
-    def log_text(self, text, artifact_file): ...
-    def set_tags(self, tags): ...
-    def flush(self): ...
-    def finish(self, status="FINISHED"): ...
 
 
 def _record(texts: list[str], verdicts) -> _Capture:
@@ -154,7 +149,7 @@ def _record(texts: list[str], verdicts) -> _Capture:
                       answers=[v.answer for v in verdicts])
     base = correct.astype(float)
     tracker = _Capture()
-    StepRecorder(tracker, FeaturesConfig(every=1)).record(StepRecord(
+    StepRecorder(tracker, FeaturesConfig()).record(StepRecord(
         step=1, advantages=base - base.mean(), batch=batch, shaped=Shaped(base, base),
         timed_out=[v.timed_out for v in verdicts], prompts=["p"] * n, prompt_ids=["0"] * n, texts=texts,
         num_tokens=[len(t) for t in texts]))

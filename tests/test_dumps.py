@@ -326,8 +326,11 @@ def test_geometry_and_dumps_are_two_switches(geometry, dump_every):
 
 
 def test_features_every_names_its_two_replacements():
-    with pytest.raises(ConfigError, match=r"features\.every=0 .*features\.geometry.*features\.dump_every"):
+    """The old key, from a flag or from a YAML file, is refused with the two settings that replace it."""
+    with pytest.raises(ConfigError, match=r"features\.every.*dump_every.*geometry"):
         build_config([{"method": "grpo"}], ["features.every=0"])
+    with pytest.raises(ConfigError, match=r"features\.every=0 .*features\.geometry.*features\.dump_every"):
+        build_config([{"method": "grpo"}, {"features": {"every": 0}}])
 
 
 def test_feature_options_are_config_params():
