@@ -159,6 +159,22 @@ def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: st
     return out
 
 
+def load_summaries(run_id: str, uri: str) -> pd.DataFrame | None:
+    """The run's per-step pair summaries (``records.SUMMARY_PATH``, :mod:`analysis.summary`), with column ``run_id``.
+
+    None when the run has no such artifact (it was recorded before summaries existed, or without
+    geometry); ValueError when the artifact cannot be parsed.
+    """
+    repository = _artifact_repository(run_id, uri)
+    if records.SUMMARY_PATH not in {f.path for f in repository.list_artifacts(records.SUMMARY_DIR)}:
+        return None
+    frame = _read_parquet_artifact(repository, records.SUMMARY_PATH)
+    if frame is None:
+        raise ValueError(f"{records.SUMMARY_PATH} is truncated or corrupt")
+    frame.insert(0, "run_id", run_id)
+    return frame
+
+
 def stack(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A list-valued column (``grad_feature``, ``embedding``) as an (N, d) float array."""
     values = frame[column].tolist()
