@@ -3,7 +3,8 @@
 :class:`StepRecorder` is the recorder of ``workbench run``: it logs the
 :func:`~trainers.step_record.step_metrics` of each :class:`~trainers.step_record.StepRecord`
 and, every ``features.every`` steps, its :func:`~trainers.step_record.dump_table` as
-``features/step_<step:06d>.parquet``. With ``features.every=0`` no method logs
+``features/step_<step:06d>.parquet``; its pair summaries go to ``summary/pairs.parquet`` at each
+:meth:`StepRecorder.flush` (checkpoints and the end of training). With ``features.every=0`` no method logs
 geometry (G2RL still computes Phi for its rewards), so runs of different methods
 carry the same metrics. :class:`TrackerCallback` forwards TRL's own scalars
 (KL, entropy, lengths, loss).
@@ -16,7 +17,8 @@ import time
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from analysis.records import dump_path
+from analysis.records import SUMMARY_PATH, dump_path
+from analysis.summary import PairSummaries
 from trainers.step_record import StepRecord, dump_due, dump_table, step_metrics
 from workbench.config import FeaturesConfig
 from workbench.tracking import Tracker
@@ -29,14 +31,23 @@ class StepRecorder:
         self.tracker = tracker
         self.features = features
         self.seed = seed
+        self.summaries = PairSummaries(earlier=lambda: tracker.read_parquet(SUMMARY_PATH))
 
     def record(self, record: StepRecord) -> dict[str, float]:
         every = self.features.every
         metrics = step_metrics(record, geometry=bool(every), tau=self.features.tau)
         self.tracker.log_metrics(metrics, step=record.step)
+        if every:
+            b = record.batch
+            self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
         if dump_due(record.step, every):
             self.tracker.log_parquet(self.frame(record), dump_path(record.step))
         return metrics
+
+    def flush(self) -> None:
+        """Write the pair summaries of every step so far, replacing the artifact (nothing before the first)."""
+        if (table := self.summaries.table()) is not None:
+            self.tracker.log_parquet(table, SUMMARY_PATH)
 
     def frame(self, record: StepRecord):
         """The dump of ``record`` with this run's dtype and projection."""
