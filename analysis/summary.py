@@ -12,7 +12,10 @@ Writing: :func:`step_summary` is one step's rows; :class:`PairSummaries` holds a
 recorder, which writes :meth:`PairSummaries.table` whole at each flush; :func:`summaries_from_dumps`
 makes the same rows from feature dumps (runs recorded before summaries existed).
 
-Reading: a statistic over several rows (steps, runs) is the pair-weighted mean of the rows'
+Reading: :func:`summary_frame` turns the artifact into a flat frame, each list column spread
+over numbered columns (``orth_frac/0`` ... ``orth_frac/20``, ``grad_hist/0`` ... ``grad_hist/49``;
+:func:`flat_columns`), so a run's rows are a few float blocks, quick to cache. A statistic over
+several rows (steps, runs) is the pair-weighted mean of the rows'
 values, which is the statistic over all their pairs, since each row's value is a mean over its
 pairs; histogram counts add. Fractions exist only on the tau grid: :func:`tau_index` snaps a tau
 to the nearest grid value (no interpolation: a fraction is a step function of tau).
@@ -32,7 +35,6 @@ import pyarrow.compute as pc
 
 from analysis.geometry import DIRECTION_NAMES, PAIR_TYPES, direction_fractions, direction_terms, pair_cosines, \
     semantic_summary
-from analysis.loaders import stack
 from analysis.records import SUMMARY_BINS, SUMMARY_COLUMNS, SUMMARY_PAIR_TYPES, SUMMARY_TAUS, summary_schema
 
 ALL = SUMMARY_PAIR_TYPES[0]
@@ -40,6 +42,8 @@ HIST_EDGES = np.linspace(-1.0, 1.0, SUMMARY_BINS + 1)
 """Edges of the summaries' histogram bins over cosines in [-1, 1]."""
 TAU_FRACTIONS = ("orth_frac", "opp_frac", "aligned_frac")
 """The fractions that depend on tau: one value per grid tau in a summary row."""
+LIST_LENGTHS = {**dict.fromkeys(TAU_FRACTIONS, len(SUMMARY_TAUS)), "grad_hist": SUMMARY_BINS, "sem_hist": SUMMARY_BINS}
+"""The list columns of a summary row and their lengths."""
 if SUMMARY_PAIR_TYPES[1:] != PAIR_TYPES:  # the row order is the pair-type code + 1
     raise ImportError(f"records.SUMMARY_PAIR_TYPES {SUMMARY_PAIR_TYPES} must be 'all' then geometry.PAIR_TYPES")
 
@@ -124,20 +128,51 @@ class PairSummaries:
 
 
 def summaries_from_dumps(dumps: pd.DataFrame) -> pd.DataFrame:
-    """The summary rows of each step of feature dumps (:func:`analysis.loaders.load_dumps`), as a frame.
+    """The summary rows of each step of feature dumps (:func:`analysis.loaders.load_dumps`), as a :func:`summary_frame`.
 
-    Embeddings count only for a step whose every row has one. The frame has ``SUMMARY_COLUMNS``
-    and the types of a read summary artifact (lists as arrays).
+    Embeddings count only for a step whose every row has one.
     """
+    from analysis.loaders import stack  # loaders reads summaries through this module
+
     rows = []
     for step, dump in dumps.groupby("step", sort=True) if not dumps.empty else ():
         emb = stack(dump, "embedding") if dump["embedding"].notna().all() else None
         rows += step_summary(int(step), stack(dump, "grad_feature"), emb, dump["group"].to_numpy(),
                              dump["correct"].to_numpy(dtype=bool))
-    return summary_table(rows).to_pandas()
+    return summary_frame(summary_table(rows))
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def flat_columns(name: str) -> list[str]:
+    """The numbered columns of list column ``name`` in a :func:`summary_frame`: ``name/0``, ``name/1``, ..."""
+    return [f"{name}/{k}" for k in range(LIST_LENGTHS[name])]
+
+
+def summary_frame(table: pa.Table) -> pd.DataFrame:
+    """A summary artifact (Arrow, :func:`analysis.records.summary_schema`) as a flat frame.
+
+    The scalar columns as they are; each list column spread over its :func:`flat_columns` (NaN
+    for a null list: no embeddings). A list of the wrong length is a ValueError.
+    """
+    missing = [c for c in SUMMARY_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"summary artifact lacks columns {missing}; expected {list(SUMMARY_COLUMNS)}")
+    n = table.num_rows
+    scalars = table.select([c for c in SUMMARY_COLUMNS if c not in LIST_LENGTHS]).to_pandas()
+    blocks = [scalars]
+    for name, length in LIST_LENGTHS.items():
+        lists = table[name].combine_chunks()
+        present = ~lists.is_null().to_numpy(zero_copy_only=False)  # (R,)
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)[present]
+        if (lengths != length).any():
+            raise ValueError(f"summary column {name!r} has lists of length {sorted(set(lengths.tolist()))}; "
+                             f"expected {length} (records.SUMMARY_TAUS / SUMMARY_BINS)")
+        values = np.full((n, length), np.nan)  # (R, K)
+        values[present] = lists.flatten().to_numpy(zero_copy_only=False).reshape(-1, length)
+        blocks.append(pd.DataFrame(values, columns=flat_columns(name)))
+    return pd.concat(blocks, axis=1)
 
 
 def tau_index(tau: float) -> int:
@@ -150,7 +185,7 @@ def tau_index(tau: float) -> int:
 def at_tau(summaries: pd.DataFrame, tau: float) -> pd.DataFrame:
     """``summaries`` with the tau-dependent fractions as plain columns at the grid tau nearest ``tau``."""
     k = tau_index(tau)
-    return summaries.assign(**{name: [float(v[k]) for v in summaries[name]] for name in TAU_FRACTIONS})
+    return summaries.assign(**{name: summaries[f"{name}/{k}"] for name in TAU_FRACTIONS})
 
 
 def _pooled(rows: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
@@ -207,12 +242,13 @@ def pooled_histogram(summaries: pd.DataFrame, column: str, by: Sequence[str], pa
     column (no embeddings) are left out.
     """
     keys = list(by)
-    rows = summaries[(summaries["pair_type"] == pair_type) & summaries[column].notna()]
+    columns = flat_columns(column)
+    rows = summaries[(summaries["pair_type"] == pair_type) & summaries[columns[0]].notna()]
     centres = (HIST_EDGES[:-1] + HIST_EDGES[1:]) / 2  # (B,)
     width = HIST_EDGES[1] - HIST_EDGES[0]
     parts = []
     for name, part in rows.groupby(keys, sort=True):
-        counts = np.stack(part[column].to_numpy()).sum(axis=0)  # (B,)
+        counts = part[columns].to_numpy().sum(axis=0).astype(np.int64)  # (B,)
         total = counts.sum()
         parts.append(pd.DataFrame({**dict(zip(keys, name)), "x": centres, "count": counts,
                                    "density": counts / (total * width) if total else np.zeros_like(centres)}))

@@ -250,7 +250,7 @@ def test_histograms_are_the_pooled_summary_counts(app, store_uri):
     runs = loaders.runs_table("workbench", store_uri)
     run_id = runs.loc[(runs["method"] == "grpo") & (runs["seed"] == 0), "run_id"].item()  # grpo's one run with them
     rows = loaders.load_summaries(run_id, store_uri)
-    counts = np.stack(rows.loc[rows["pair_type"] == "correct_incorrect", "grad_hist"].to_numpy()).sum(axis=0)
+    counts = rows.loc[rows["pair_type"] == "correct_incorrect", summary.flat_columns("grad_hist")].to_numpy().sum(0)
     width = summary.HIST_EDGES[1] - summary.HIST_EDGES[0]
     drawn = trace(chart(at, "Gradient cosines g"), "grpo")
     np.testing.assert_allclose(values(drawn["y"]).astype(float), counts / (counts.sum() * width))

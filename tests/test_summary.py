@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from analysis import compare, geometry, summary
@@ -68,7 +69,8 @@ def test_pooled_rows_equal_the_statistics_of_the_pooled_pairs():
     for run_id, seed in (("a", 0), ("b", 1)):
         for step in (1, 2, 3):
             grad, emb, groups, correct = _step(10 * seed + step, groups=3 + step)
-            frames.append(pd.DataFrame(summary.step_summary(step, grad, emb, groups, correct)).assign(run_id=run_id))
+            table = summary.summary_table(summary.step_summary(step, grad, emb, groups, correct))
+            frames.append(summary.summary_frame(table).assign(run_id=run_id))
             pairs = geometry.pairs_frame(grad, emb, groups, correct)
             dumps.append(pairs.assign(run_id=run_id, step=step, method="m"))
     rows, pairs = pd.concat(frames, ignore_index=True).assign(method="m"), pd.concat(dumps, ignore_index=True)
@@ -92,6 +94,18 @@ def test_pooled_rows_equal_the_statistics_of_the_pooled_pairs():
     assert np.isclose((hist["density"] * 0.04).sum(), 1.0)
 
 
+def test_a_summary_without_embeddings_or_with_bad_lists_reads_as_said():
+    grad, _, groups, correct = _step(6)
+    table = summary.summary_table(summary.step_summary(2, grad, None, groups, correct))
+    frame = summary.summary_frame(table)
+    assert frame[summary.flat_columns("sem_hist")].isna().all().all() and frame["sem_cos_mean"].isna().all()
+    assert summary.pooled_histogram(frame.assign(method="m"), "sem_hist", by=["method"]).empty
+    short = table.set_column(table.schema.get_field_index("orth_frac"), "orth_frac",
+                             pa.array([[0.5]] * table.num_rows, pa.list_(pa.float64())))
+    with pytest.raises(ValueError, match="'orth_frac' has lists of length \\[1\\]; expected 21"):
+        summary.summary_frame(short)
+
+
 def test_tau_snaps_to_the_nearest_grid_value():
     assert [SUMMARY_TAUS[summary.tau_index(t)] for t in (0.0, 0.07, 0.08, 0.1, 0.30000000000000004, 1.0)] == \
         [0.0, 0.05, 0.1, 0.1, 0.3, 1.0]
@@ -104,9 +118,13 @@ def test_summaries_from_dumps_equal_step_summaries():
     dump = pd.DataFrame({"step": 7, "group": groups, "correct": correct, "grad_feature": list(grad),
                          "embedding": list(emb)})
     frame = summary.summaries_from_dumps(dump)
-    expected = summary.summary_table(summary.step_summary(7, grad, emb, groups, correct)).to_pandas()
-    assert list(frame.columns) == list(SUMMARY_COLUMNS)
-    pd.testing.assert_frame_equal(frame, expected)
+    rows = summary.step_summary(7, grad, emb, groups, correct)
+    pd.testing.assert_frame_equal(frame, summary.summary_frame(summary.summary_table(rows)))
+    scalars = [c for c in SUMMARY_COLUMNS if c not in summary.LIST_LENGTHS]
+    assert list(frame.columns) == scalars + [c for name in summary.LIST_LENGTHS for c in summary.flat_columns(name)]
+    for row, (_, flat) in zip(rows, frame.iterrows(), strict=True):
+        assert flat[summary.flat_columns("orth_frac")].tolist() == row["orth_frac"]
+        assert flat[summary.flat_columns("sem_hist")].tolist() == row["sem_hist"]
     assert summary.summaries_from_dumps(pd.DataFrame()).empty
 
 
