@@ -212,19 +212,6 @@ def dispersion_by_step(pairs: pd.DataFrame, by: Sequence[str] = ("run_id",)) -> 
     return out[[*keys, "grad_dispersion", "sem_dispersion", "pairs"]]
 
 
-def geometry_summary(pairs: pd.DataFrame, tau: float, by: Sequence[str] = ("method",)) -> pd.DataFrame:
-    """Per ``by`` over all pairs given: mean gradient cosine, the fractions at ``tau``, mean semantic cosine.
-
-    The numbers the paper quotes beside its Figure 3 (DESIGN 4).
-    """
-    keys = list(by)
-    if pairs.empty:
-        return pd.DataFrame(columns=[*keys, *DIRECTION_NAMES, "sem_cos_mean", "pairs"])
-    frac = fractions_by_step(pairs.assign(step=0), tau, by=keys).drop(columns="step")
-    sem = pairs.groupby(keys, sort=True).agg(sem_cos_mean=("sem_cos", "mean"), pairs=("grad_cos", "size"))
-    return frac.join(sem, on=keys)
-
-
 def group_table(dump: pd.DataFrame) -> pd.DataFrame:
     """Per group of one step's dump: prompt, completions, correct count, reward spread (for choosing a group)."""
     return (

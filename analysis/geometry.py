@@ -268,6 +268,25 @@ def pairs_frame(
     )
 
 
+def pair_cosines(
+    grad: np.ndarray,
+    emb: np.ndarray | None,
+    groups: np.ndarray,
+    correct: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Gradient cosines g, semantic cosines s and pair-type codes of all within-group pairs (DESIGN 4).
+
+    Three (P,) arrays in :func:`pair_indices` order, the pairs of :func:`pairs_frame` without a frame:
+    g and s (None when ``emb`` is None) as :func:`pairwise_cosines` computes them, and the number of
+    correct completions in each pair (0, 1, 2), the index of its type in ``PAIR_TYPES``.
+    """
+    grad, emb, groups, flags = _check_inputs(grad, emb, groups, correct)
+    i, j = pair_indices(groups)  # (P,) each
+    g = _group_cosines(grad, groups)  # (P,)
+    s = None if emb is None else _group_cosines(emb, groups)  # (P,)
+    return g, s, _pair_codes(flags, i, j)
+
+
 def geometry_metrics(
     grad: np.ndarray,
     emb: np.ndarray | None,
@@ -285,11 +304,7 @@ def geometry_metrics(
     as is. The same pairs and cosines as :func:`pairs_frame`, without a frame.
     """
     _check_tau(tau)
-    grad, emb, groups, flags = _check_inputs(grad, emb, groups, correct)
-    i, j = pair_indices(groups)  # (P,) each
-    g = _group_cosines(grad, groups)  # (P,)
-    s = None if emb is None else _group_cosines(emb, groups)  # (P,)
-    codes = _pair_codes(flags, i, j)  # (P,)
+    g, s, codes = pair_cosines(grad, emb, groups, correct)  # (P,) each
     metrics = {geometry_key(name): v for name, v in _summaries(g, s, tau).items()}
     for code, pair_type in enumerate(PAIR_TYPES):
         part = codes == code  # (P,)

@@ -158,6 +158,32 @@ def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: st
     return out
 
 
+def load_summaries(run_id: str, uri: str) -> pd.DataFrame | None:
+    """The run's per-step pair summaries (``records.SUMMARY_PATH``) as :func:`analysis.summary.summary_frame`, with ``run_id``.
+
+    None when the run has no such artifact (it was recorded before summaries existed, or without
+    geometry); ValueError when the artifact cannot be parsed.
+    """
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from analysis.summary import summary_frame
+
+    repository = _artifact_repository(run_id, uri)
+    if records.SUMMARY_PATH not in {f.path for f in repository.list_artifacts(records.SUMMARY_DIR)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            table = pq.read_table(repository.download_artifacts(records.SUMMARY_PATH, tmp))
+        except (pa.ArrowInvalid, OSError):
+            raise ValueError(f"{records.SUMMARY_PATH} is truncated or corrupt") from None
+    frame = summary_frame(table)
+    frame.insert(0, "run_id", run_id)
+    return frame
+
+
 def stack(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A list-valued column (``grad_feature``, ``embedding``) as an (N, d) float array."""
     values = frame[column].tolist()

@@ -152,6 +152,9 @@ One table, appended, rather than a file per step: MLflow lists every table of a 
 one tag of at most 8,000 characters, which a file per step would overflow after about
 130 steps.
 """
+SUMMARY_DIR = "summary"
+SUMMARY_PATH = f"{SUMMARY_DIR}/pairs.parquet"
+"""The run's per-step pair summaries, one artifact rewritten whole at checkpoints and at the end of training."""
 CONFIG_ARTIFACT = "config.yaml"
 """The resolved run config (``--set`` overrides applied), as YAML."""
 _STEP_FILE = re.compile(r"^(?P<folder>[a-z]+)/step_(?P<step>\d{6,})\.parquet$")
@@ -194,6 +197,24 @@ COMPLETION_COLUMNS = ("step", "group", "sample", "prompt", "completion", "answer
                       "shaped_reward", "advantage")
 """Columns of :data:`COMPLETIONS_TABLE`: the dump's columns without the vectors, for one group a step."""
 
+SUMMARY_COLUMNS = ("step", "pair_type", "pairs", "grad_cos_mean", "neg_frac", "orth_frac", "opp_frac",
+                   "aligned_frac", "sem_cos_mean", "sem_dispersion", "grad_hist", "sem_hist")
+"""Columns of :data:`SUMMARY_PATH`: one row per step with geometry and pair type (:data:`SUMMARY_PAIR_TYPES`).
+
+``pairs`` counts the row's pairs; ``grad_cos_mean``, ``neg_frac``, ``sem_cos_mean`` and ``sem_dispersion``
+are the step's :mod:`analysis.geometry` statistics over them; ``orth_frac``, ``opp_frac`` and ``aligned_frac``
+are lists, one value per tau of :data:`SUMMARY_TAUS`; ``grad_hist`` and ``sem_hist`` are the counts of the
+gradient and semantic cosines in the :data:`SUMMARY_BINS` equal bins of [-1, 1] (the last bin includes 1).
+Without text embeddings the semantic columns are null.
+"""
+
+SUMMARY_PAIR_TYPES = ("all", "incorrect_incorrect", "correct_incorrect", "correct_correct")
+"""The ``pair_type`` of a summary row: every pair of the step, or those of one type (DESIGN 4)."""
+SUMMARY_TAUS = tuple(k / 20 for k in range(21))
+"""The tau grid of the summaries' fractions: 0.00, 0.05, ..., 1.00."""
+SUMMARY_BINS = 50
+"""Histogram bins of the summaries over cosines in [-1, 1] (width 0.04)."""
+
 DATASET_CONTEXTS = ("training", "evaluation")
 """``mlflow.log_input`` contexts: the training split, and each benchmark a run evaluates on."""
 
@@ -209,6 +230,18 @@ def dump_schema(vector_dtype: str = "float32", extra_scores=()):
              "num_tokens": pa.int64(), "grad_feature": vec, "embedding": vec}
     names = list(dict.fromkeys((*DUMP_COLUMNS, *extra_scores)))
     return pa.schema([(name, types.get(name, pa.float64())) for name in names])
+
+
+def summary_schema():
+    """The Arrow schema of :data:`SUMMARY_PATH`."""
+    import pyarrow as pa
+
+    fractions = pa.list_(pa.float64())
+    counts = pa.list_(pa.int64())
+    return pa.schema([("step", pa.int64()), ("pair_type", pa.string()), ("pairs", pa.int64()),
+                      ("grad_cos_mean", pa.float64()), ("neg_frac", pa.float64()), ("orth_frac", fractions),
+                      ("opp_frac", fractions), ("aligned_frac", fractions), ("sem_cos_mean", pa.float64()),
+                      ("sem_dispersion", pa.float64()), ("grad_hist", counts), ("sem_hist", counts)])
 
 
 def eval_schema():

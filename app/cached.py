@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from analysis import compare, loaders, records
+from analysis import compare, loaders, records, summary
 
 Stamp = tuple[int, str]  # (last step, status) of a run: changes while it trains
+
+
+def _error(err: Exception) -> str:
+    return f"{type(err).__name__}: {err}"
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -64,33 +68,49 @@ def artifact_steps(run_id: str, uri: str, folder: str, stamp: Stamp) -> tuple[li
     try:
         return loaders.artifact_steps(run_id, uri, folder), None
     except Exception as err:  # noqa: BLE001 - a broken artifact store must not stop the page
-        return [], f"{type(err).__name__}: {err}"
+        return [], _error(err)
 
 
 @dataclass
-class RunGeometry:
-    """The within-group pairs of one run's dumps, and what went wrong reading them."""
+class RunSummaries:
+    """One run's per-step pair summaries (:mod:`analysis.summary`), where they came from, what went wrong.
 
-    pairs: pd.DataFrame
-    steps: list[int] = field(default_factory=list)
+    ``source``: ``"summary"`` (its ``summary/pairs.parquet``), ``"dumps"`` (made from its feature
+    dumps: a run recorded before summaries existed, or whose summary cannot be read, then
+    ``summary_error`` says why) or ``""`` (neither: ``frame`` is empty).
+    """
+
+    frame: pd.DataFrame
+    source: str = ""
     invalid_steps: list[int] = field(default_factory=list)
     error: str | None = None
+    summary_error: str | None = None
 
 
 @st.cache_data(show_spinner=False, max_entries=500)
-def run_geometry(run_id: str, uri: str, steps: tuple[int, ...]) -> RunGeometry:
-    """Pairwise gradient and semantic cosines of one run's dumps at ``steps`` (:func:`analysis.compare.dump_pairs`).
+def run_summaries(run_id: str, uri: str, stamp: Stamp, max_dump_steps: int) -> RunSummaries:
+    """The pair summaries of one run: its summary artifact, else made from at most ``max_dump_steps`` of its dumps.
 
-    Only the cosines are kept (not the vectors), so the tau slider recomputes
-    the fractions without reading the dumps again.
+    Dumps are read only for a run without a readable summary artifact, evenly spaced over its steps
+    (:func:`analysis.compare.evenly_spaced`).
     """
+    summary_error = None
     try:
-        dumps = loaders.load_dumps(run_id, uri, list(steps))
-        invalid = list(dumps.attrs.get("invalid_steps", []))
-        pairs = compare.dump_pairs(dumps)
+        frame = loaders.load_summaries(run_id, uri)
+    except Exception as err:  # noqa: BLE001 - an unreadable summary: the dumps, with a notice
+        frame, summary_error = None, _error(err)
+    if frame is not None:
+        return RunSummaries(frame, "summary")
+    try:
+        steps = loaders.artifact_steps(run_id, uri, loaders.DUMP_DIR)
+        if not steps:
+            return RunSummaries(pd.DataFrame(), summary_error=summary_error)
+        dumps = loaders.load_dumps(run_id, uri, compare.evenly_spaced(steps, max_dump_steps))
+        frame = summary.summaries_from_dumps(dumps)
     except Exception as err:  # noqa: BLE001 - an unreadable dump: a notice for this run, the others still draw
-        return RunGeometry(pd.DataFrame(), [], [], f"{type(err).__name__}: {err}")
-    return RunGeometry(pairs.assign(run_id=run_id), sorted(set(steps) - set(invalid)), invalid)
+        return RunSummaries(pd.DataFrame(), error=_error(err), summary_error=summary_error)
+    return RunSummaries(frame.assign(run_id=run_id), "dumps", list(dumps.attrs.get("invalid_steps", [])),
+                        summary_error=summary_error)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -99,7 +119,7 @@ def step_dump(run_id: str, uri: str, step: int, folder: str = loaders.DUMP_DIR) 
     try:
         frame = loaders.load_dumps(run_id, uri, [step], folder=folder)
     except Exception as err:  # noqa: BLE001 - shown as a notice for this step
-        return pd.DataFrame(), f"{type(err).__name__}: {err}"
+        return pd.DataFrame(), _error(err)
     if frame.attrs.get("invalid_steps"):
         return pd.DataFrame(), f"{records.step_path(folder, step)} is truncated or corrupt"
     return frame, None

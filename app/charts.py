@@ -6,6 +6,7 @@ picks the dash), so a method reads the same on every page.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -104,20 +105,25 @@ def over_steps(tidy: pd.DataFrame, *, series: str, band: str, title: str, y_titl
                  log2_x=x == "k", faint=faint, **bands)
 
 
-def histograms(frame: pd.DataFrame, *, value: str, series: str, title: str, x_title: str,
+def histograms(hist: pd.DataFrame, *, series: str, title: str, x_title: str,
                x_range: tuple[float, float] = (-1.0, 1.0), vlines: tuple[float, ...] = ()) -> go.Figure:
-    """Overlaid density histograms of ``value``, one per ``series`` (the paper's Figure 3 panels)."""
+    """Overlaid density histograms, one per ``series`` (the paper's Figure 3 panels), from binned counts.
+
+    ``hist``: one row per ``series`` value and bin, with the bin centre ``x`` and its ``density``
+    (:func:`analysis.summary.pooled_histogram`), and method and seed columns for the colours.
+    """
     fig = go.Figure()
-    size = (x_range[1] - x_range[0]) / 50
-    for name, part in frame.groupby(series, sort=True):
-        color, _ = _style(frame, series, name)
-        fig.add_trace(go.Histogram(
-            x=part[value], name=str(name), histnorm="probability density", opacity=0.45,
-            marker_color=color, xbins={"start": x_range[0], "end": x_range[1], "size": size},
-        ))
+    centres = np.sort(hist["x"].unique())
+    width = float(centres[1] - centres[0]) if len(centres) > 1 else x_range[1] - x_range[0]
+    for name, part in hist.groupby(series, sort=True):
+        color, _ = _style(hist, series, name)
+        fig.add_trace(go.Bar(x=part["x"], y=part["density"], width=width, name=str(name), opacity=0.45,
+                             marker_color=color, customdata=part["count"],
+                             hovertemplate="%{x:.2f}: %{y:.3f} (%{customdata} pairs)"))
     for v in vlines:
         fig.add_vline(x=v, line={"color": "#555", "width": 1, "dash": "dot"})
-    fig.update_layout(barmode="overlay")
+    fig.update_layout(barmode="overlay", bargap=0)
+    fig.update_xaxes(range=list(x_range))
     fig = _layout(fig, title, x_title, "density")
     fig.update_layout(hovermode="closest")
     return fig

@@ -4,7 +4,8 @@
 would record for a grid of methods x seeds: tags, the flattened config as
 params, per-step ``train/``, ``geometry/``, method and ``perf/`` metrics,
 ``eval/<benchmark>/{pass,maj}_at_<k>`` metrics, feature dumps
-``features/step_<step:06d>.parquet`` and eval artifacts
+``features/step_<step:06d>.parquet``, the pair summaries ``summary/pairs.parquet`` (of every step,
+through :class:`analysis.summary.PairSummaries`, as the recorders write them) and eval artifacts
 ``eval/step_<step:06d>.parquet``. Numbers are invented but shaped like the
 paper's: GRPO's gradient features are more aligned than G2RL's, accuracy
 rises with training. The geometry and pass@k metrics are computed from the
@@ -13,9 +14,9 @@ same dumps and eval rows with :mod:`analysis`, so they agree as a real run's do.
 The grid's runs are nested under a parent run (tag ``workbench.kind=sweep``), as
 ``workbench sweep`` records them; the app must not take it for a run.
 
-Two runs are damaged on purpose: ``grpo`` seed 1 has no dumps at all
+Two runs are damaged on purpose: ``grpo`` seed 1 has no dumps and no summaries at all
 (``features.dump_every=0``) and ``g2rl`` seed 1 has a truncated dump (an
-interrupted write) and status KILLED.
+interrupted write), status KILLED and no summaries (a run recorded before they existed).
 
 Run as a script to make a store to look at:
 ``python tests/app_store.py /tmp/store`` then
@@ -37,7 +38,10 @@ import pyarrow.parquet as pq
 
 from analysis.geometry import geometry_metrics, unit_rows
 from analysis.passk import maj_at_k_table, pass_at_k_table
+from analysis.records import SUMMARY_PATH
 from analysis.records import eval_key as metric_key
+from analysis.summary import PairSummaries
+from workbench.tracking import write_parquet
 from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
 from workbench.tasks.countdown_rules import format_steps
 
@@ -47,6 +51,7 @@ SEEDS = (0, 1)
 BENCHMARKS = ("task", "aime25")
 NO_DUMPS = ("grpo", 1)  # (method, seed) of the run without feature dumps
 CORRUPT = ("g2rl", 1, 10)  # (method, seed, step) of the truncated dump
+NO_SUMMARY = CORRUPT[:2]  # (method, seed) of the run recorded before pair summaries existed
 GRAD_DIM, EMB_DIM = 24, 16
 # Weight of the shared direction in the gradient features: mean cosine ~ a^2 / (1 + a^2).
 ALIGNMENT = {"grpo": 0.55, "entropy": 0.42, "evol_rl": 0.38, "g2rl": 0.26}
@@ -296,12 +301,15 @@ def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eva
     client.log_text(run_id, "\n".join(f"{p.key}: {p.value}" for p in params), "config.yaml")
     now = int(time.time() * 1000)
     metrics = []
+    summaries = PairSummaries()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for step in range(1, steps + 1):
             dump, grad, emb = _step_batch(rng, method, step, steps, groups, group_size)
             metrics += [Metric(k, float(v), now + step, step)
                         for k, v in _step_metrics(rng, method, step, steps, dump, grad, emb, tau).items()]
+            if dumps:  # geometry is recorded with features.every > 0
+                summaries.add(step, grad, emb, dump["group"].to_numpy(), dump["correct"].to_numpy(dtype=bool))
             if dumps and (step % dump_every == 0 or step == 1):
                 _log_parquet(client, run_id, dump, tmp / "features" / f"step_{step:06d}.parquet",
                              schema=DUMP_SCHEMA, truncate=(method, seed, step) == CORRUPT)
@@ -309,6 +317,11 @@ def _write_run(client, exp_id: str, rng, method: str, seed: int, steps: int, eva
                 frame = _eval_frame(rng, method, step, steps, problems, eval_n)
                 metrics += [Metric(k, v, now + step, step) for k, v in _eval_metrics(frame).items()]
                 _log_parquet(client, run_id, frame, tmp / "eval" / f"step_{step:06d}.parquet")
+        if (table := summaries.table()) is not None and (method, seed) != NO_SUMMARY:
+            local = tmp / SUMMARY_PATH
+            local.parent.mkdir(parents=True, exist_ok=True)
+            write_parquet(table, local)  # as MlflowTracker.log_parquet writes it
+            client.log_artifact(run_id, str(local), local.parent.name)
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
     client.set_terminated(run_id, status="KILLED" if (method, seed) == CORRUPT[:2] else "FINISHED")

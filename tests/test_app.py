@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from app_store import CORRUPT, NO_DUMPS, add_probes, build_store, session_store
+from app_store import CORRUPT, NO_DUMPS, NO_SUMMARY, add_probes, build_store, session_store
 
-from analysis import compare, loaders
+from analysis import compare, loaders, records, summary
 from analysis.passk import mean_ci_over_seeds
 from analysis.smoothing import ema
 
@@ -27,7 +27,7 @@ PAGES = {  # page file -> (title, plotly charts at least, dataframes at least)
     "app_pages/overview.py": ("Overview", 0, 2),
     "app_pages/passk.py": ("pass@k", 5, 1),
     "app_pages/dynamics.py": ("Training dynamics", 8, 0),
-    "app_pages/geometry.py": ("Exploration geometry", 9, 1),
+    "app_pages/geometry.py": ("Exploration geometry", 7, 1),  # the group maps are drawn once switched on
     "app_pages/samples.py": ("Samples", 0, 2),
 }
 
@@ -201,12 +201,61 @@ def test_no_run_selected_says_so(app):
 def test_geometry_notices_damaged_runs_and_draws_the_rest(app):
     at = open_page(app, "app_pages/geometry.py")
     warnings = texts(at.warning)
-    assert f"{label(*NO_DUMPS)}**: no feature dumps" in warnings
+    assert f"{label(*NO_DUMPS)}**: no pair summaries and no feature dumps" in warnings
+    assert f"{label(*NO_SUMMARY)}**: no pair summaries (recorded before" in warnings  # read from its dumps
     assert f"{label(*CORRUPT[:2])}**: dump of step {CORRUPT[2]} is truncated or corrupt" in warnings
     assert line_names(chart(at, "Gradient cosines g")) == {"grpo", "entropy", "evol_rl", "g2rl"}
+    assert not any("PCA" in c["layout"]["title"]["text"] for c in charts(at))  # no group mapped until asked
+    at.toggle(key="map_open").set_value(True).run()
+    assert not at.exception
     maps = [c for c in charts(at) if "PCA" in c["layout"]["title"]["text"]]
     assert len(maps) == 2  # gradient features beside text embeddings
     assert {t["name"] for m in maps for t in m["data"]} <= {"correct", "incorrect"}
+
+
+def test_geometry_draws_from_the_summaries_without_reading_a_dump(store_uri, monkeypatch):
+    """Every run with a summary artifact draws from it alone: a dump read fails, and only the old run needs one."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    read = loaders._read_parquet_artifact
+    dump_reads = []
+
+    def no_dumps(repository, path):
+        if path.startswith(f"{records.FEATURES_DIR}/"):
+            dump_reads.append(repository.artifact_uri)
+            raise OSError(f"dump read refused: {path}")
+        return read(repository, path)
+
+    monkeypatch.setattr(loaders, "_read_parquet_artifact", no_dumps)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    st.cache_data.clear()  # nothing read by an earlier test
+    at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "app_pages/geometry.py")
+    runs = loaders.runs_table("workbench", store_uri)
+    old = runs.loc[(runs["method"] == NO_SUMMARY[0]) & (runs["seed"] == NO_SUMMARY[1]), "run_id"].item()
+    assert dump_reads and all(old in uri for uri in dump_reads)  # the run without summaries, and no other
+    assert f"{label(*NO_SUMMARY)}**: its feature dumps cannot be read (OSError: dump read refused" in texts(at.warning)
+    assert line_names(chart(at, "Gradient cosines g")) == {"grpo", "entropy", "evol_rl", "g2rl"}
+    assert line_names(chart(at, "Semantic cosines")) == {"grpo", "entropy", "evol_rl", "g2rl"}
+    assert set(at.dataframe[0].value.index) == {"grpo", "entropy", "evol_rl", "g2rl"}
+    assert len(at.get("plotly_chart")) == 7
+    st.cache_data.clear()  # the refused reads are not left cached for later tests
+
+
+def test_histograms_are_the_pooled_summary_counts(app, store_uri):
+    """Per method, the drawn densities are the summaries' histogram counts of its runs and steps, added."""
+    at = open_page(app, "app_pages/geometry.py")
+    at.radio(key="pair_type").set_value("correct_incorrect").run()
+    assert not at.exception
+    runs = loaders.runs_table("workbench", store_uri)
+    run_id = runs.loc[(runs["method"] == "grpo") & (runs["seed"] == 0), "run_id"].item()  # grpo's one run with them
+    rows = loaders.load_summaries(run_id, store_uri)
+    counts = rows.loc[rows["pair_type"] == "correct_incorrect", summary.flat_columns("grad_hist")].to_numpy().sum(0)
+    width = summary.HIST_EDGES[1] - summary.HIST_EDGES[0]
+    drawn = trace(chart(at, "Gradient cosines g"), "grpo")
+    np.testing.assert_allclose(values(drawn["y"]).astype(float), counts / (counts.sum() * width))
+    stats = at.dataframe[0].value
+    assert stats.loc["grpo", "pairs"] == counts.sum()
 
 
 def test_tau_slider_recomputes_the_fractions(app):
@@ -224,17 +273,20 @@ def test_tau_slider_recomputes_the_fractions(app):
     assert np.mean(values(g2rl["y"])) > 0.5  # most pairs lie within 0.3 of orthogonal
 
 
-def test_tau_slider_covers_zero_to_one_and_starts_at_a_large_logged_tau(tmp_path_factory, monkeypatch):
-    """features.tau may be anything in [0, 1]: a run logged at 0.7 opens the page at 0.7, and 1 can be chosen."""
+@pytest.mark.parametrize("logged, shown", [(0.7, 0.7), (0.07, 0.05)])
+def test_tau_slider_covers_zero_to_one_and_starts_at_the_logged_tau_on_the_grid(tmp_path_factory, monkeypatch,
+                                                                                logged, shown):
+    """features.tau may be anything in [0, 1]: the page opens at the summaries' grid tau nearest it, 1 can be chosen."""
     from streamlit.testing.v1 import AppTest
 
     uri = build_store(tmp_path_factory.mktemp("tau-store"), methods=("g2rl",), seeds=(0,), steps=2, eval_steps=(),
-                      scratch=False, tau=0.7)
+                      scratch=False, tau=logged)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     at = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT), "app_pages/geometry.py")
     slider = at.slider(key="tau")
-    assert (slider.min, slider.max, slider.value) == (0.0, 1.0, 0.7)
-    assert any("τ = 0.7" in h.value for h in at.subheader)
+    assert (slider.min, slider.max, slider.value, slider.step) == (0.0, 1.0, shown, 0.05)
+    assert f"τ = {logged:g}" in slider.help  # the logged tau is named beside the grid
+    assert any(f"τ = {shown:g})" in h.value for h in at.subheader)
     slider.set_value(1.0).run()
     assert not at.exception
     assert at.dataframe[0].value.loc["g2rl", "orth_frac"] == 1.0  # every |g| <= 1
@@ -244,6 +296,7 @@ def test_group_map_follows_the_chosen_run_step_and_group(app, store_uri):
     at = open_page(app, "app_pages/geometry.py")
     runs = loaders.runs_table("workbench", store_uri)
     g2rl0 = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
+    at.toggle(key="map_open").set_value(True).run()
     at.selectbox(key="map_run").set_value(g2rl0).run()
     at.select_slider(key=f"map_step::{g2rl0}").set_value(2).run()
     at.selectbox(key=f"map_group::{g2rl0}::2").set_value(3).run()
@@ -373,6 +426,23 @@ def test_recomputed_fractions_equal_the_logged_metrics(store_uri):
     dispersion = compare.dispersion_by_step(pairs).set_index("step")
     logged = loaders.metric_history(run_id, "geometry/sem_dispersion", store_uri).set_index("step")["value"]
     assert np.allclose(dispersion["sem_dispersion"], logged.loc[dispersion.index])
+
+
+def test_summary_fractions_equal_the_logged_metrics_at_every_step(store_uri):
+    """The summary artifact covers every step, and at the logged tau its fractions are the logged metrics."""
+    runs = loaders.runs_table("workbench", store_uri)
+    run_id = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
+    rows = loaders.load_summaries(run_id, store_uri)
+    fractions = summary.fractions_by_step(rows, 0.1).set_index("step")
+    assert fractions.index.tolist() == list(range(1, 21))
+    for name in ("neg_frac", "orth_frac", "opp_frac", "aligned_frac", "grad_cos_mean"):
+        logged = loaders.metric_history(run_id, f"geometry/{name}", store_uri).set_index("step")["value"]
+        assert np.allclose(fractions[name], logged.loc[fractions.index]), name
+    dispersion = summary.dispersion_by_step(rows).set_index("step")
+    logged = loaders.metric_history(run_id, "geometry/sem_dispersion", store_uri).set_index("step")["value"]
+    assert np.allclose(dispersion["sem_dispersion"], logged.loc[dispersion.index])
+    old = runs.loc[(runs["method"] == NO_SUMMARY[0]) & (runs["seed"] == NO_SUMMARY[1]), "run_id"].item()
+    assert loaders.load_summaries(old, store_uri) is None
 
 
 def test_ci_band_is_the_t_interval_over_seeds():

@@ -66,7 +66,7 @@ def test_what_a_run_writes_is_what_the_record_module_declares(sweep_store):
         run_id = run.info.run_id
         files = list(_files(client, run_id))
         steps = {records.parse_step_path(f) for f in files} - {None}
-        assert set(files) == {records.CONFIG_ARTIFACT, records.COMPLETIONS_TABLE} | {
+        assert set(files) == {records.CONFIG_ARTIFACT, records.COMPLETIONS_TABLE, records.SUMMARY_PATH} | {
             records.step_path(folder, step) for folder, step in steps}
         assert {s for f, s in steps if f == records.FEATURES_DIR} == {1, 2}  # dump_every=2: step 1, then every 2
         assert {s for f, s in steps if f == records.EVAL_DIR} == {STEPS}
@@ -96,7 +96,8 @@ def test_a_metric_outside_the_record_is_not_declared():
 
 
 # Record names that a reader must take from analysis.records rather than spell: artifact files and tags.
-_RECORD_NAME = re.compile(r"\b(features|eval)/step_|step_\d|completions\.json|config\.yaml|^workbench\.[a-z_]+$|"
+_RECORD_NAME = re.compile(r"\b(features|eval)/step_|step_\d|completions\.json|config\.yaml|summary/pairs|"
+                          r"^workbench\.[a-z_]+$|"
                           r"^mlflow\.parentRunId$")
 _METRIC = re.compile(r"^(train|geometry|perf|probe)/[a-z_/]+$")
 READERS = ["analysis/loaders.py", "analysis/compare.py", "analysis/report.py", "analysis/study.py",

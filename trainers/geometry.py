@@ -11,7 +11,9 @@
   through TRL's own logging, so ``report_to`` (MLflow, W&B, trackio,
   TensorBoard) sees them;
 - the feature dumps of DESIGN 6: MLflow artifacts ``features/step_<step>.parquet``
-  when MLflow is the tracker, otherwise ``output_dir/features/``, one schema.
+  when MLflow is the tracker, otherwise ``output_dir/features/``, one schema;
+- the per-step pair summaries ``summary/pairs.parquet`` (:mod:`analysis.summary`), in the
+  same place, rewritten at each checkpoint and at the end of training (the recorder's ``flush``).
 
 A completion counts as correct when TRL's reward (the weighted sum of the
 reward functions) is above ``correct_threshold``. The hooks overridden are
@@ -33,8 +35,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from accelerate.utils import gather, gather_object
+from transformers import TrainerCallback
 
-from analysis.records import FEATURES_DIR, dump_path
+from analysis.records import SUMMARY_PATH, dump_path
+from analysis.summary import PairSummaries
 from trainers.accumulator import PhiAccumulator, extra_logits_processors
 from trainers.features import pad_batch, phi_forward
 from trainers.method import Shaped, StepBatch
@@ -79,33 +83,70 @@ class GeometryArgs:
 
 
 class TrainerLogRecorder:
-    """The default recorder: scalars through TRL's logging, dumps to MLflow or ``output_dir/features/``."""
+    """The default recorder: scalars through TRL's logging, dumps and summaries to MLflow or ``output_dir``."""
 
     def __init__(self, trainer: Any, options: GeometryArgs) -> None:
         self.trainer = trainer
         self.options = options
+        self.summaries = PairSummaries(earlier=self._read_summaries)
 
     def record(self, record: StepRecord) -> None:
         o = self.options
         for key, value in step_metrics(record, geometry=o.log_geometry, tau=o.geometry_tau).items():
             self.trainer._metrics["train"][key].append(value)
+        if o.log_geometry:
+            b = record.batch
+            self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
         if dump_due(record.step, o.dump_every):
             table = dump_table(record, dtype=o.dump_dtype, project_dim=o.dump_project_dim, seed=self.trainer.args.seed)
-            self._write(table, record.step)
+            self._write(table, dump_path(record.step))
 
-    def _write(self, table, step: int) -> None:
+    def flush(self) -> None:
+        """Write the pair summaries of every step so far, replacing the artifact (nothing before the first)."""
+        if (table := self.summaries.table()) is not None:
+            self._write(table, SUMMARY_PATH)
+
+    def _write(self, table, artifact_file: str) -> None:
         run = _mlflow_run(self.trainer.args)
         if run is None:
-            path = Path(self.trainer.args.output_dir) / dump_path(step)
+            path = Path(self.trainer.args.output_dir) / artifact_file
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, path)
             return
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(dump_path(step)).name
+            local = Path(tmp) / Path(artifact_file).name
             pq.write_table(table, local)
-            mlflow.log_artifact(str(local), artifact_path=FEATURES_DIR, run_id=run.info.run_id)
+            mlflow.log_artifact(str(local), artifact_path=str(Path(artifact_file).parent), run_id=run.info.run_id)
+
+    def _read_summaries(self):
+        """The summaries an earlier process of this run wrote (a resume), or None."""
+        run = _mlflow_run(self.trainer.args)
+        try:
+            if run is None:
+                path = Path(self.trainer.args.output_dir) / SUMMARY_PATH
+                return pq.read_table(path) if path.exists() else None
+            import mlflow
+
+            with tempfile.TemporaryDirectory() as tmp:
+                return pq.read_table(mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=SUMMARY_PATH, dst_path=tmp))
+        except Exception:  # noqa: BLE001 - none written yet, or unreadable: start afresh
+            return None
+
+
+class RecorderFlush(TrainerCallback):
+    """Calls the recorder's ``flush`` on the main process at each checkpoint and at the end of training."""
+
+    def __init__(self, flush) -> None:
+        self.flush = flush
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.flush()
+
+    on_train_end = on_save
 
 
 def _mlflow_run(args: Any):
@@ -123,7 +164,8 @@ class GeometryMixin:
 
     Put it first: ``class MyTrainer(GeometryMixin, GRPOTrainer)``. Extra keyword
     arguments: ``geometry`` (:class:`GeometryArgs`, when ``args`` is not one),
-    ``recorder`` (an object with ``record(StepRecord)``; default: TRL's logging)
+    ``recorder`` (an object with ``record(StepRecord)`` and optionally ``flush()``, called at
+    checkpoints and at the end of training; default: TRL's logging)
     and ``embedder`` (an object with ``encode(texts) -> (N, e)`` unit rows).
     """
 
@@ -134,6 +176,8 @@ class GeometryMixin:
         options.check_geometry_args()
         self.geometry_options = options
         self.recorder = recorder if recorder is not None else TrainerLogRecorder(self, options)
+        if callable(getattr(self.recorder, "flush", None)):
+            self.add_callback(RecorderFlush(self.recorder.flush))
         if embedder is None and options.geometry_embeddings:
             from trainers.embeddings import TextEmbedder
 

@@ -1,7 +1,9 @@
 """One training step as the trainer hands it to a recorder, and what is recorded of it (DESIGN 6).
 
 :class:`StepRecord` is the typed record the trainer's hooks fill; a recorder
-is any object with ``record(record: StepRecord) -> None``. :func:`step_metrics`
+is any object with ``record(record: StepRecord) -> None``, and optionally ``flush() -> None``, which
+the trainer calls at each checkpoint and at the end of training (the recorders write their
+:class:`~analysis.summary.PairSummaries` there). :func:`step_metrics`
 gives the per-step ``train/``, ``geometry/``, method and ``perf/`` scalars,
 :func:`dump_table` the feature dump as an Arrow table. Both recorders (TRL's
 logging in :mod:`trainers.geometry`, the workbench's MLflow tracker in

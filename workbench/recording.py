@@ -7,7 +7,8 @@
 ``features/step_<step:06d>.parquet``; and one group's completions a step in the
 MLflow table ``completions.json``, which the MLflow UI shows. With ``features.geometry=false`` no method
 logs geometry (G2RL still computes Phi for its rewards), so runs of different
-methods carry the same metrics. :class:`TrackerCallback` forwards TRL's own scalars
+methods carry the same metrics. Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.flush` (checkpoints and the
+end of training). :class:`TrackerCallback` forwards TRL's own scalars
 (KL, entropy, lengths, loss).
 """
 
@@ -19,7 +20,8 @@ import pandas as pd
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from analysis.records import COMPLETIONS_TABLE, dump_path
+from analysis.records import COMPLETIONS_TABLE, SUMMARY_PATH, dump_path
+from analysis.summary import PairSummaries
 from trainers.step_record import StepRecord, completion_rows, dump_due, dump_table, step_metrics
 from workbench.config import FeaturesConfig
 from workbench.tracking import Tracker
@@ -32,14 +34,23 @@ class StepRecorder:
         self.tracker = tracker
         self.features = features
         self.seed = seed
+        self.summaries = PairSummaries(earlier=lambda: tracker.read_parquet(SUMMARY_PATH))
 
     def record(self, record: StepRecord) -> dict[str, float]:
         metrics = step_metrics(record, geometry=self.features.geometry, tau=self.features.tau)
         self.tracker.log_metrics(metrics, step=record.step)
         self.tracker.log_table(completion_rows(record), COMPLETIONS_TABLE)
+        if self.features.geometry:
+            b = record.batch
+            self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
         if dump_due(record.step, self.features.dump_every):
             self.tracker.log_parquet(self.frame(record), dump_path(record.step))
         return metrics
+
+    def flush(self) -> None:
+        """Write the pair summaries of every step so far, replacing the artifact (nothing before the first)."""
+        if (table := self.summaries.table()) is not None:
+            self.tracker.log_parquet(table, SUMMARY_PATH)
 
     def frame(self, record: StepRecord):
         """The dump of ``record`` with this run's dtype and projection."""

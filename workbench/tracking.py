@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from analysis.records import DEFAULT_ARTIFACTS, KIND_TAG, check_metric_name, tracking_uri
 
@@ -189,8 +189,11 @@ def write_parquet(frame: Any, path: Path) -> None:
     pq.write_table(table, path, use_dictionary=dictionary)
 
 
-class Tracker(Protocol):
-    run_id: str | None
+class Tracker:
+    """What training code calls to record a run. This base records nothing and reads nothing back; it is
+    the stand-in where tracking is off (nanochat's ``DummyWandb``) and the base of :class:`MlflowTracker`."""
+
+    run_id: str | None = None
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
@@ -198,12 +201,15 @@ class Tracker(Protocol):
     def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
     def log_table(self, rows: dict[str, list], artifact_file: str) -> None: ...
     def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None: ...
+    def read_parquet(self, artifact_file: str) -> Any:
+        return None
+
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def flush(self) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
 
 
-class NullTracker:
+class NullTracker(Tracker):
     """Accepts every tracker call and records nothing.
 
     ``run_id`` may name a run that another process records (rank 0 of a
@@ -213,18 +219,8 @@ class NullTracker:
     def __init__(self, run_id: str | None = None) -> None:
         self.run_id = run_id
 
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_text(self, text: str, artifact_file: str) -> None: ...
-    def log_parquet(self, frame: Any, artifact_file: str) -> None: ...
-    def log_table(self, rows: dict[str, list], artifact_file: str) -> None: ...
-    def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def flush(self) -> None: ...
-    def finish(self, status: str = "FINISHED") -> None: ...
 
-
-class MlflowTracker:
+class MlflowTracker(Tracker):
     """Writes one MLflow run through ``MlflowClient`` (batched metrics, atomic artifacts).
 
     Metrics are held in memory and written in one batch every ``flush_s`` seconds, before a text
@@ -342,6 +338,19 @@ class MlflowTracker:
             local = Path(tmp) / path.name
             write_parquet(frame, local)
             self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+
+    def read_parquet(self, artifact_file: str):
+        """A Parquet artifact of the run as an Arrow table; None when the run has none (or it cannot be parsed)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from mlflow.exceptions import MlflowException
+
+        check_artifact_path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return pq.read_table(self.client.download_artifacts(self.run_id, artifact_file, tmp))
+            except (MlflowException, OSError, pa.ArrowInvalid):
+                return None
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.flush()
