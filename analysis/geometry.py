@@ -36,6 +36,14 @@ _CHUNK_ELEMENTS = 1 << 20  # bound on rows x dims of one Gram block and of one n
 ZERO_NORM = 1e-12  # a row of norm <= this is the zero vector (DESIGN 4 [ours])
 
 
+def stack(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A list-valued column of a dump (``grad_feature``, ``embedding``) as an (N, d) float array."""
+    values = frame[column].tolist()
+    if not values or any(v is None for v in values):
+        raise ValueError(f"column {column!r} has missing vectors; was it recorded for this run?")
+    return np.stack([np.asarray(v, dtype=np.float64) for v in values])
+
+
 @dataclass(frozen=True, eq=False)  # arrays: no elementwise __eq__
 class Pairs:
     """All pairs i < j within each group, as parallel arrays of length P.

@@ -6,10 +6,10 @@ reads only through ``MlflowClient``. No torch, no workbench imports.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from analysis import records
+from analysis.geometry import stack  # noqa: F401  read with the dumps: loaders.stack(dump, "grad_feature")
 from analysis.records import ARM_TAG, KIND_TAG, PARENT_KINDS, PROBE
 
 REWARD = records.metric_key("train", "reward")
@@ -159,7 +159,8 @@ def load_dumps(run_id: str, uri: str, steps: list[int] | None = None, folder: st
 
 
 def load_summaries(run_id: str, uri: str) -> pd.DataFrame | None:
-    """The run's per-step pair summaries (``records.SUMMARY_PATH``) as :func:`analysis.summary.summary_frame`, with ``run_id``.
+    """The run's per-step pair summaries (``records.SUMMARY_PATH``) as :func:`analysis.summary.summary_frame`,
+    with ``run_id``.
 
     None when the run has no such artifact (it was recorded before summaries existed, or without
     geometry); ValueError when the artifact cannot be parsed.
@@ -182,11 +183,3 @@ def load_summaries(run_id: str, uri: str) -> pd.DataFrame | None:
     frame = summary_frame(table)
     frame.insert(0, "run_id", run_id)
     return frame
-
-
-def stack(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """A list-valued column (``grad_feature``, ``embedding``) as an (N, d) float array."""
-    values = frame[column].tolist()
-    if not values or any(v is None for v in values):
-        raise ValueError(f"column {column!r} has missing vectors; was it recorded for this run?")
-    return np.stack([np.asarray(v, dtype=np.float64) for v in values])

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis.geometry import DIRECTION_NAMES, PAIR_TYPES, direction_fractions, direction_terms, pair_cosines, \
+from analysis.geometry import DIRECTION_NAMES, PAIR_TYPES, direction_fractions, direction_terms, pair_cosines, stack, \
     semantic_summary
 from analysis.records import SUMMARY_BINS, SUMMARY_COLUMNS, SUMMARY_PAIR_TYPES, SUMMARY_TAUS, summary_schema
 
@@ -132,7 +132,6 @@ def summaries_from_dumps(dumps: pd.DataFrame) -> pd.DataFrame:
 
     Embeddings count only for a step whose every row has one.
     """
-    from analysis.loaders import stack  # loaders reads summaries through this module
 
     rows = []
     for step, dump in dumps.groupby("step", sort=True) if not dumps.empty else ():

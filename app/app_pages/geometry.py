@@ -142,7 +142,7 @@ st.plotly_chart(charts.scatter(dispersion, x="sem_dispersion", y="grad_dispersio
 # ---- one group's completions in 2-D, in both spaces (the paper's Figure 1, from real data): one dump, on demand
 st.subheader("One group's completions, mapped")
 if not st.toggle("Map one group's completions", key="map_open",
-                 help="Reads the chosen step's feature dump (`features/step_*.parquet`) of one run."):
+                 help=f"Reads the chosen step's feature dump (`{records.FEATURES_DIR}/step_*.parquet`) of one run."):
     st.caption("Switch on to place one group's completions by PCA of their gradient features and text embeddings.")
     st.stop()
 run_col, step_col, group_col = st.columns(3)
