@@ -105,6 +105,9 @@ BAD = [
     ({"arms": _arms({"name": "a", "method": "grpo", "set": {"seed": 3}})}, "may not set seed"),
     ({"arms": _arms({"name": "a", "method": "nonsense"})}, "nonsense"),
     ({"probe": {"benchmark": "task", "samples": 8}}, "unknown probe key 'samples'"),
+    ({"jobs": 0}, "`jobs` 0 must be a whole number >= 1"),
+    ({"jobs": "2"}, "`jobs` '2' must be a whole number >= 1"),
+    ({"include": ["no/such/reading.md"]}, "`include` file(s) ['no/such/reading.md'] do not exist"),
 ]
 
 
@@ -121,3 +124,34 @@ def test_report_only_without_recorded_runs_leaves_the_report_folder_alone(store,
     assert main(["study", "--config", path, "--report-only"]) == 2
     assert "no finished runs of this study's arms" in capsys.readouterr().err
     assert not (tmp_path / "report").exists()
+
+
+def test_shards_split_the_cells_and_included_files_follow_the_report(tmp_path):
+    """Every cell falls in exactly one shard; an included file is appended with its headings one level down."""
+    from workbench.study import parse_shard, shard_cells
+    from workbench.study_spec import load_study
+    from workbench.study_report import _demoted
+
+    arms = [{"name": f"a{k}", "method": "g2rl", "set": {"g2rl.lam": 0.1 * (k + 1)}} for k in range(3)]
+    study = load_study(_write(tmp_path, {"experiment": "x", "seeds": [0, 1], "arms": arms, "jobs": 2}))
+    assert study.jobs == 2
+    shards = [shard_cells(study, j, 2) for j in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(6)) and not set(shards[0]) & set(shards[1])
+    assert parse_shard("1/2") == (1, 2)
+    with pytest.raises(Exception, match="--shard '2/2'"):
+        parse_shard("2/2")
+    text = ["# Reading", "text", "```bash", "# a comment", "```", "## More"]
+    assert _demoted(text) == ["## Reading", "text", "```bash", "# a comment", "```", "### More"]
+
+
+def test_the_shipped_default_study_parses(monkeypatch):
+    """configs/study-default.yaml, run from the repository root as the README says: 7 arms x 5 seeds, 2 jobs."""
+    from pathlib import Path
+
+    from workbench.study_spec import load_study
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    study = load_study("configs/study-default.yaml")
+    assert (len(study.arms), len(study.seeds), len(study.cells), study.jobs) == (7, 5, 35, 2)
+    assert [p.name for p in study.include] == ["study-reading.md", "probes.md"]
