@@ -1,15 +1,17 @@
 """What a training step records in MLflow (DESIGN 6), through the workbench's tracker.
 
-:class:`StepRecorder` is the recorder of ``workbench run``: it logs the
-:func:`~trainers.step_record.step_metrics` of each :class:`~trainers.step_record.StepRecord`
-(with the ``geometry/*`` metrics where ``features.geometry`` is on) and, every
-``features.dump_every`` steps, its :func:`~trainers.step_record.dump_table` as
-``features/step_<step:06d>.parquet``; and one group's completions a step in the
-MLflow table ``completions.json``, which the MLflow UI shows. With ``features.geometry=false`` no method
-logs geometry (G2RL still computes Phi for its rewards), so runs of different
-methods carry the same metrics. Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.flush` (checkpoints and the
-end of training). :class:`TrackerCallback` forwards TRL's own scalars
-(KL, entropy, lengths, loss).
+:class:`StepRecorder` is the recorder of ``workbench run``. Each step it logs:
+
+- the :func:`~trainers.step_record.step_metrics` of the :class:`~trainers.step_record.StepRecord`,
+  with the ``geometry/*`` metrics where ``features.geometry`` is on (off, no method logs geometry,
+  though G2RL still computes Phi for its rewards, so runs of different methods carry the same metrics);
+- one group's completions, appended to the MLflow table ``completions.json`` that the MLflow UI shows;
+- every ``features.dump_every`` steps, its :func:`~trainers.step_record.dump_table` as
+  ``features/step_<step:06d>.parquet``.
+
+Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.flush` (checkpoints
+and the end of training). :class:`TrackerCallback` forwards TRL's own scalars (KL, entropy,
+lengths, loss).
 """
 
 from __future__ import annotations
