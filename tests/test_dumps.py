@@ -246,6 +246,7 @@ def test_dump_written_from_pandas_with_list_columns_is_read_back(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     tracker = MlflowTracker(client, client.create_run(experiment_id(client, "pandas")).info.run_id)
     tracker.log_parquet(frame, dump_path(2))
+    tracker.flush()  # the upload runs on the tracker's writer thread
     back = load_dumps(tracker.run_id, uri)
     assert back.attrs["invalid_steps"] == [] and back.columns.tolist() == ["run_id", *frame.columns]
     assert back["step"].tolist() == [2, 2, 2] and back["group"].tolist() == [0, 0, 1]
@@ -397,7 +398,8 @@ def test_metrics_flush_when_the_interval_has_passed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri)
     tracker = MlflowTracker(client, client.create_run(experiment_id(client, "interval")).info.run_id, flush_s=0)
-    tracker.log_metrics({"train/reward": 0.25}, step=1)
+    tracker.log_metrics({"train/reward": 0.25}, step=1)  # handed to the writer thread at once
+    tracker._writer.wait()
     assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "train/reward")] == [(1, 0.25)]
 
 
@@ -407,6 +409,7 @@ def test_dump_vectors_are_not_dictionary_encoded(tmp_path):
     tracker = MlflowTracker(client, client.create_run(experiment_id(client, "dictionary")).info.run_id)
     table = pa.table({"step": [1, 1], "grad_feature": pa.array([[0.5, 1.0], [2.0, 3.0]], pa.list_(pa.float32()))})
     tracker.log_parquet(table, dump_path(1))
+    tracker.flush()
     local = client.download_artifacts(tracker.run_id, dump_path(1), str(tmp_path))
     meta = pq.ParquetFile(local).metadata.row_group(0)
     encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
@@ -440,5 +443,6 @@ def test_metric_history_keeps_the_later_value_of_a_step_logged_twice(tmp_path):
     for step, value in [(1, 0.1), (2, 0.2), (3, 0.3), (2, 0.25), (3, 0.35), (4, 0.4)]:  # resumed from step 1
         tracker.log_metrics({"train/reward": value}, step=step)
         time.sleep(0.002)  # distinct timestamps, as two processes have
+    tracker.flush()
     history = metric_history(tracker.run_id, "train/reward", uri)
     assert history["step"].tolist() == [1, 2, 3, 4] and history["value"].tolist() == [0.1, 0.25, 0.35, 0.4]

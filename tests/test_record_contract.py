@@ -80,6 +80,10 @@ def test_what_a_run_writes_is_what_the_record_module_declares(sweep_store):
         assert undeclared == []
         for key in run.data.metrics:
             assert client.get_metric_history(run_id, key)[0].step in range(STEPS + 1)
+        # The recorder's worker embeds the texts after the step: the semantic metrics still carry every step.
+        semantic = client.get_metric_history(run_id, records.geometry_key("sem_cos_mean"))
+        assert sorted(m.step for m in semantic) == list(range(1, STEPS + 1))
+        assert dump.column("embedding").null_count == 0
         tags = {k for k in run.data.tags if not k.startswith("mlflow.")}
         assert tags <= set(records.RUN_TAGS), tags - set(records.RUN_TAGS)
 

@@ -15,6 +15,10 @@
 - the per-step pair summaries ``summary/pairs.parquet`` (:mod:`analysis.summary`), in the
   same place, rewritten at each checkpoint and at the end of training (the recorder's ``flush``).
 
+A recorder that writes each value under the record's own step (``background = True``, as the
+workbench's) runs on a worker thread while the next step trains, embedding the texts there
+(:mod:`trainers.background`); the default recorder, TRL's logging, records in the step.
+
 A completion counts as correct when TRL's reward (the weighted sum of the
 reward functions) is above ``correct_threshold``. The hooks overridden are
 ``_generate_single_turn``, ``_generate``, ``_calculate_rewards`` and
@@ -40,6 +44,7 @@ from transformers import TrainerCallback
 from analysis.records import SUMMARY_PATH, dump_path
 from analysis.summary import PairSummaries
 from trainers.accumulator import PhiAccumulator, extra_logits_processors
+from trainers.background import BackgroundRecorder
 from trainers.features import pad_batch, phi_forward
 from trainers.method import Shaped, StepBatch
 from trainers.step_record import StepRecord, dump_due, dump_table, step_metrics
@@ -167,6 +172,12 @@ class GeometryMixin:
     ``recorder`` (an object with ``record(StepRecord)`` and optionally ``flush()``, called at
     checkpoints and at the end of training; default: TRL's logging)
     and ``embedder`` (an object with ``encode(texts) -> (N, e)`` unit rows).
+
+    A recorder whose ``background`` attribute is true writes every value with ``record.step``, so it
+    may run later: it is wrapped in a :class:`~trainers.background.BackgroundRecorder`, which records
+    on a worker thread while the next step trains, and embeds the texts there too unless the rewards
+    need them in the step (:attr:`rewards_need_embeddings`). The default recorder appends to TRL's
+    ``_metrics``, which TRL logs at the step it is at, so it records in the step.
     """
 
     def __init__(self, *args: Any, geometry: GeometryArgs | None = None, recorder: Any = None,
@@ -175,14 +186,17 @@ class GeometryMixin:
         options = geometry or (self.args if isinstance(self.args, GeometryArgs) else GeometryArgs())
         options.check_geometry_args()
         self.geometry_options = options
-        self.recorder = recorder if recorder is not None else TrainerLogRecorder(self, options)
-        if callable(getattr(self.recorder, "flush", None)):
-            self.add_callback(RecorderFlush(self.recorder.flush))
         if embedder is None and options.geometry_embeddings:
             from trainers.embeddings import TextEmbedder
 
             embedder = TextEmbedder(options.embedding_model)
         self.embedder = embedder
+        recorder = recorder if recorder is not None else TrainerLogRecorder(self, options)
+        if getattr(recorder, "background", False):
+            recorder = BackgroundRecorder(recorder, embed=None if embedder is None else embedder.encode)
+        self.recorder = recorder
+        if callable(getattr(self.recorder, "flush", None)):
+            self.add_callback(RecorderFlush(self.recorder.flush))
         self.phi_route = "forward" if self.use_vllm else options.phi_route
         self._geo_sampling: tuple[list[int], float] | None = None  # (EOS ids, T) of the checked generation config
         self._geo_accumulator: PhiAccumulator | None = None
@@ -209,6 +223,16 @@ class GeometryMixin:
         return None, [False] * len(self._geo_local.get("texts", []))
 
     score_columns: tuple[str, ...] = ()
+
+    @property
+    def rewards_need_embeddings(self) -> bool:
+        """Whether :meth:`shape_batch` reads ``batch.embeddings`` (then they are computed in the step)."""
+        return False
+
+    def _embed_in_step(self) -> bool:
+        if self.embedder is None:
+            return False
+        return self.rewards_need_embeddings or not isinstance(self.recorder, BackgroundRecorder)
 
     # -- generation: Phi by the sampling route -----------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -253,7 +277,7 @@ class GeometryMixin:
         rewards = (user * weights.unsqueeze(0)).nansum(dim=1)  # (N,) TRL's sum_then_normalize reward
         scorable = ~torch.isnan(user).all(dim=1)  # (N,)
         embeddings, embed_s = None, 0.0
-        if self.embedder is not None:
+        if self._embed_in_step():
             start = time.perf_counter()
             embeddings = torch.from_numpy(np.asarray(self.embedder.encode(self._geo_local["texts"])))  # (B, e)
             embed_s = time.perf_counter() - start
@@ -274,7 +298,7 @@ class GeometryMixin:
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if self.model.training:
-            advantages = gather(output["advantages"].detach()).float().cpu().numpy()  # (N,)
+            advantages = gather(output["advantages"].detach()).float().cpu().numpy().copy()  # (N,), owned
             if self.accelerator.is_main_process:
                 self.recorder.record(StepRecord(step=self.state.global_step + 1, advantages=advantages,
                                                 score_columns=tuple(self.score_columns), **self._geo_step))

@@ -90,6 +90,10 @@ class MethodTrainer(GeometryMixin, GRPOTrainer):
     def wants_phi(self) -> bool:
         return super().wants_phi or self.method.needs_features
 
+    @property
+    def rewards_need_embeddings(self) -> bool:
+        return self.method.needs_embeddings
+
     def shape_batch(self, batch: StepBatch) -> Shaped:
         return self.method.shape(batch)
 

@@ -10,7 +10,10 @@
   ``features/step_<step:06d>.parquet``.
 
 Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.flush` (checkpoints
-and the end of training). :class:`TrackerCallback` forwards TRL's own scalars (KL, entropy,
+and the end of training), which then flushes the tracker. It writes every value with the record's
+step, so the trainer runs it on a worker thread while the next step trains
+(:class:`~trainers.background.BackgroundRecorder`): the text embeddings of the semantic metrics are
+computed there, and its metrics reach MLflow a step or so later, under their own step. :class:`TrackerCallback` forwards TRL's own scalars (KL, entropy,
 lengths, loss).
 """
 
@@ -32,6 +35,8 @@ from workbench.tracking import Tracker
 class StepRecorder:
     """Per-step metrics and dumps of a workbench run, written by its :class:`~workbench.tracking.Tracker`."""
 
+    background = True  # every value is written with record.step: the trainer may record on a worker thread
+
     def __init__(self, tracker: Tracker, features: FeaturesConfig, seed: int = 0) -> None:
         self.tracker = tracker
         self.features = features
@@ -50,9 +55,10 @@ class StepRecorder:
         return metrics
 
     def flush(self) -> None:
-        """Write the pair summaries of every step so far, replacing the artifact (nothing before the first)."""
+        """Write the pair summaries of every step so far (replacing the artifact), then flush the tracker."""
         if (table := self.summaries.table()) is not None:
             self.tracker.log_parquet(table, SUMMARY_PATH)
+        self.tracker.flush()
 
     def frame(self, record: StepRecord):
         """The dump of ``record`` with this run's dtype and projection."""

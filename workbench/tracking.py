@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,16 +222,21 @@ class NullTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
-    """Writes one MLflow run through ``MlflowClient`` (batched metrics, atomic artifacts).
+    """Writes one MLflow run through ``MlflowClient`` (batched metrics, atomic artifacts), off the training thread.
 
-    Metrics are held in memory and written in one batch every ``flush_s`` seconds, before a text
-    artifact, tag or parameter write, and when the run finishes: one ``log_batch`` is one synchronous
-    transaction (about 40 ms on SQLite here), and a step logs three times (``make bench``, our layers
-    vs TRL). Training also flushes at every checkpoint (``TrackerCallback.on_save``), so a process
-    killed without warning (SIGKILL) loses only metrics of steps after its last checkpoint, which
-    ``workbench run --resume`` trains and logs again; Ctrl-C, SIGTERM and errors finish the run
-    through :func:`closing_run`, which flushes. Table rows (:meth:`log_table`) are held and written
-    with the metrics.
+    Metrics and table rows are held in memory and handed, in one batch, to a writer thread
+    (:class:`~trainers.background.Background`) every ``flush_s`` seconds: one ``log_batch`` is a
+    synchronous transaction (about 40 ms on SQLite here), and MLflow appends to a table by
+    downloading and uploading it whole. Parquet artifacts are written to a local file on the calling
+    thread and uploaded by the writer. Every method may be called from any thread.
+
+    :meth:`flush` hands over what is held and waits until the writer has written everything, so
+    what was logged before a flush is in the store after it. Training flushes at every checkpoint
+    (``TrackerCallback.on_save`` and the recorder's flush), so a process killed without warning
+    (SIGKILL) loses only metrics of steps after its last checkpoint, which ``workbench run --resume``
+    trains and logs again; Ctrl-C, SIGTERM and errors finish the run through :func:`closing_run`,
+    which flushes. Parameters, text artifacts and tags flush first and are written at once. A write
+    that fails on the writer is raised from the next call that hands it work, or from :meth:`flush`.
 
     ``system_metrics_s`` > 0 starts MLflow's own system-metrics monitor (CPU, memory, disk,
     network, GPU under ``system/``), sampling every that many seconds until the run finishes.
@@ -238,14 +244,19 @@ class MlflowTracker(Tracker):
 
     def __init__(self, mlflow_client, run_id: str, flush_s: float = 10.0, system_metrics_s: float = 0.0,
                  resumed: bool = False) -> None:
+        import threading
         import time
+
+        from trainers.background import Background
 
         self.client = mlflow_client
         self.run_id = run_id
         self.flush_s = flush_s
-        self._pending: list = []  # mlflow Metric entities not yet written
-        self._tables: dict[str, list[dict[str, list]]] = {}  # artifact file -> row blocks not yet written
+        self._lock = threading.Lock()  # guards what is held: _pending, _tables, _last_flush
+        self._pending: list = []  # mlflow Metric entities not yet handed to the writer
+        self._tables: dict[str, list[dict[str, list]]] = {}  # artifact file -> row blocks not yet handed over
         self._last_flush = time.monotonic()
+        self._writer = Background(f"mlflow-writer-{run_id[:8]}")
         self._system = None
         if system_metrics_s > 0:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -284,21 +295,31 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending += [
-            Metric(check_metric_name(k), float(v), now, step)
-            for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
-        ]
-        if time.monotonic() - self._last_flush >= self.flush_s:
-            self.flush()
+        entities = [Metric(check_metric_name(k), float(v), now, step)
+                    for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        with self._lock:
+            self._pending += entities
+            due = time.monotonic() - self._last_flush >= self.flush_s
+        if due:
+            self._hand_over()
 
     def flush(self) -> None:
-        """Write the metrics and table rows held in memory."""
+        """Hand over the metrics and table rows held in memory and wait until everything is written."""
+        self._hand_over()
+        self._writer.wait()
+
+    def _hand_over(self) -> None:
+        """Give what is held to the writer thread (it writes in the order handed over)."""
         import time
 
-        pending, self._pending = self._pending, []
-        tables, self._tables = self._tables, {}
-        self._last_flush = time.monotonic()
+        with self._lock:
+            pending, self._pending = self._pending, []
+            tables, self._tables = self._tables, {}
+            self._last_flush = time.monotonic()
+        if pending or tables:
+            self._writer.submit(self._write, pending, tables)
+
+    def _write(self, pending: list, tables: dict[str, list[dict[str, list]]]) -> None:
         for i in range(0, len(pending), 1000):  # MLflow's limit per log_batch
             self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
         if tables:
@@ -309,9 +330,10 @@ class MlflowTracker(Tracker):
                                       artifact_file)
 
     def log_table(self, rows: dict[str, list], artifact_file: str) -> None:
-        """Append ``rows`` (column -> values) to the MLflow table ``artifact_file``, at the next flush."""
+        """Append ``rows`` (column -> values) to the MLflow table ``artifact_file``, at the next hand-over."""
         check_artifact_path(artifact_file)
-        self._tables.setdefault(artifact_file, []).append(rows)
+        with self._lock:
+            self._tables.setdefault(artifact_file, []).append(rows)
 
     def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None:
         """Log ``frame`` as an MLflow dataset input (name, digest, schema, ``source``) in ``context``."""
@@ -332,20 +354,32 @@ class MlflowTracker(Tracker):
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_parquet(self, frame: Any, artifact_file: str) -> None:
-        """Write a table (Arrow or pandas) as Parquet, fully, then hand the finished file to MLflow."""
+        """Write a table (Arrow or pandas) as Parquet, fully, here; the writer hands the finished file to MLflow."""
         path = Path(check_artifact_path(artifact_file))
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / path.name
+        tmp = tempfile.mkdtemp(prefix="workbench-artifact-")
+        local = Path(tmp) / path.name
+        try:
             write_parquet(frame, local)
-            self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._writer.submit(self._upload, local, str(path.parent) if str(path.parent) != "." else None)
+
+    def _upload(self, local: Path, artifact_path: str | None) -> None:
+        try:
+            self.client.log_artifact(self.run_id, str(local), artifact_path)
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
 
     def read_parquet(self, artifact_file: str):
-        """A Parquet artifact of the run as an Arrow table; None when the run has none (or it cannot be parsed)."""
+        """A Parquet artifact of the run as an Arrow table (after writing what is queued); None when the run has
+        none (or it cannot be parsed)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
         from mlflow.exceptions import MlflowException
 
         check_artifact_path(artifact_file)
+        self.flush()
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 return pq.read_table(self.client.download_artifacts(self.run_id, artifact_file, tmp))
@@ -358,8 +392,12 @@ class MlflowTracker(Tracker):
             self.client.set_tag(self.run_id, k, str(v))
 
     def finish(self, status: str = "FINISHED") -> None:
+        """Stop the system-metrics monitor, write everything held or queued, and end the run as ``status``."""
         if self._system is not None:
             self._system.finish()
             self._system = None
-        self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        try:
+            self.flush()
+        finally:
+            self._writer.close()
+            self.client.set_terminated(self.run_id, status=status)

@@ -14,6 +14,7 @@ The last step is saved as ``checkpoint-<steps>`` whatever ``training.save_steps`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
@@ -212,7 +213,12 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     )
     trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows reward, KL, entropy
     trainer.add_callback(ProgressBar)
-    trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the steps recorded so far still reach the store
+            trainer.recorder.flush()
+        raise
     return trainer
 
 
