@@ -133,7 +133,8 @@ class PhiAccumulator(LogitsProcessor):
     that samples the EOS is still counted, matching TRL's ``completion_mask``. EOS-valued tokens in
     the prompt (left padding when pad == eos) are ignored. The scores are returned unchanged.
 
-    Cost: for a large (B, V) each step is pooled at once (a softmax and a fused add). For a small
+    Cost: for a large (B, V) each step is pooled at once (a softmax into a buffer kept across steps,
+    and a fused add). For a small
     one (at most ``EAGER_ELEMENTS`` scores) the dozen small tensor operations of a step would cost
     more than the arithmetic, so the raw scores are copied into a ``BUFFER_BYTES`` buffer and pooled
     K steps at a time by :func:`pooled_probs`, the forward route's function; the tokens generated in
@@ -213,7 +214,9 @@ class PhiAccumulator(LogitsProcessor):
             self._finished |= torch.isin(input_ids[:, -1], self._eos)  # (B,)
         active = ~self._finished  # (B,)
         z = scores.to(self._prob_sum.dtype)  # (B, V)
-        probs = torch.softmax(z if self.temperature == 1.0 else z / self.temperature, dim=-1)  # (B, V)
+        if self.temperature != 1.0:
+            z = torch.div(z, self.temperature, out=self._scaled)  # (B, V)
+        probs = torch.ops.aten._softmax.out(z, -1, False, out=self._probs)  # (B, V), into the step buffer
         self._prob_sum.addcmul_(probs, active[:, None].to(probs.dtype))  # (B, V)
         self._num_tokens += active
         self._nonfinite |= ~torch.isfinite(scores.sum())  # -inf or NaN anywhere makes the sum non-finite
@@ -231,6 +234,9 @@ class PhiAccumulator(LogitsProcessor):
         if batch * vocab <= self.EAGER_ELEMENTS:
             steps = max(2, self.BUFFER_BYTES // (batch * vocab * scores.element_size()))
             self._buffer = scores.new_empty(batch, steps, vocab)  # (B, K, V)
+        else:  # reused every step: fresh (B, V) tensors cost their page faults each time (bench: ~40 % of a call)
+            self._probs = torch.empty_like(self._prob_sum)  # (B, V)
+            self._scaled = torch.empty_like(self._prob_sum) if self.temperature != 1.0 else None  # (B, V)
 
     def _pool_buffer(self) -> None:
         """Add the buffered steps to P (the last call's input_ids hold every token sampled before them)."""
