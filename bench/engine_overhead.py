@@ -156,7 +156,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     set_threads()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SCRATCH}/mlruns.db"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    steps, rounds = (4, 2) if quick else (8, 5)
+    steps, rounds = (4, 2) if quick else (8, 10)
     common = [f"training.steps={steps}", "training.cpu_threads=1", HOLD]
     off = config("grpo", *common, "features.geometry=false", "features.dump_every=0")
     on = config("grpo", *common)

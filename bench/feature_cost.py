@@ -166,8 +166,8 @@ def sampling_ratios(model, batch_size: int, completion_len: int, repeats: int) -
 def run(quick: bool = False) -> list[Row]:
     set_threads()
     plan = [  # (size, completion length, batch of the forward-route rows, rounds, generation repeats, note)
-        ("tiny", 64, 16, 9, 3, ""),
-        ("tiny", 512, 16, 7, 2, ""),
+        ("tiny", 64, 16, 9, 9, ""),
+        ("tiny", 512, 16, 7, 5, ""),
         ("smollm2-135m", 64, 16, 3, 2, ""),
         ("smollm2-135m", 512, 4, 3, 1, "batch 4 (16 x 512 x V logits in float32 are 1.6 GB a copy, and a round "
                                         "would take minutes on this CPU)"),

@@ -88,7 +88,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     set_threads()
     rows: list[Row] = []
     steps, rounds = (6, 2) if quick else (8, 4)
-    # Tiny preset, the embedded default: 8 prompts x 8 completions of <= 8 tokens.
+    # Tiny preset, the embedded default: 8 countdown prompts x 8 completions of <= 64 tokens.
     for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.geometry=false", "features.dump_every=0"])]:
         trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", HOLD, *logging),
                                      NullTracker()) for m in METHODS}

@@ -176,6 +176,8 @@ class PhiAccumulator(LogitsProcessor):
         self._length: int | None = None
         self._nonfinite: Tensor | None = None  # () bool
         self._buffer: Tensor | None = None  # (B, K, V) raw scores of the steps not pooled yet, small V only
+        self._steps = 0  # K
+        self._batch = 0
         self._filled = 0
         self._input_ids: Tensor | None = None  # the last call's (B, P + t): every token sampled so far
 
@@ -195,21 +197,22 @@ class PhiAccumulator(LogitsProcessor):
         batch, length = input_ids.shape
         if self._prob_sum is None:
             self._start(input_ids, scores)
-        elif batch != self._prob_sum.size(0) or length != self._length + 1:
+        elif batch != self._batch or length != self._length + 1:
             raise RuntimeError(
                 f"PhiAccumulator saw input_ids of shape {(batch, length)} after "
-                f"{(self._prob_sum.size(0), self._length)}: "
+                f"{(self._batch, self._length)}: "
                 "it follows one generate() call token by token; create a new one (or call reset()) per call. "
                 "Beam search and assisted generation are not supported."
             )
-        if self._buffer is not None and self._filled == self._buffer.size(1):
-            self._pool_buffer()  # before this call's ids: the buffered steps end with the previous call
         self._length = length
-        self._input_ids = input_ids
         if self._buffer is not None:  # small V: keep the scores, pool K steps at once
+            if self._filled == self._steps:
+                self._pool_buffer()  # before this call's ids: the buffered steps end with the previous call
+            self._input_ids = input_ids
             self._buffer[:, self._filled].copy_(scores)
             self._filled += 1
             return scores
+        self._input_ids = input_ids
         if length > self.prompt_length:  # large V: pool this step now
             self._finished |= torch.isin(input_ids[:, -1], self._eos)  # (B,)
         active = ~self._finished  # (B,)
@@ -226,6 +229,7 @@ class PhiAccumulator(LogitsProcessor):
         batch, vocab = scores.shape
         dtype = _compute_dtype(scores.dtype)
         self._prob_sum = scores.new_zeros(scores.shape, dtype=dtype)  # (B, V)
+        self._batch = batch
         self._num_tokens = torch.zeros(batch, dtype=torch.long, device=scores.device)  # (B,)
         self._finished = torch.zeros(batch, dtype=torch.bool, device=scores.device)  # (B,)
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=scores.device)
@@ -234,6 +238,7 @@ class PhiAccumulator(LogitsProcessor):
         if batch * vocab <= self.EAGER_ELEMENTS:
             steps = max(2, self.BUFFER_BYTES // (batch * vocab * scores.element_size()))
             self._buffer = scores.new_empty(batch, steps, vocab)  # (B, K, V)
+            self._steps = steps
         else:  # reused every step: fresh (B, V) tensors cost their page faults each time (bench: ~40 % of a call)
             self._probs = torch.empty_like(self._prob_sum)  # (B, V)
             self._scaled = torch.empty_like(self._prob_sum) if self.temperature != 1.0 else None  # (B, V)
