@@ -13,8 +13,8 @@ Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.f
 and the end of training), which then flushes the tracker. It writes every value with the record's
 step, so the trainer runs it on a worker thread while the next step trains
 (:class:`~trainers.background.BackgroundRecorder`): the text embeddings of the semantic metrics are
-computed there, and its metrics reach MLflow a step or so later, under their own step. :class:`TrackerCallback` forwards TRL's own scalars (KL, entropy,
-lengths, loss).
+computed there, and its metrics reach MLflow a step or so later, under their own step.
+:class:`TrackerCallback` forwards TRL's own scalars (KL, entropy, lengths, loss).
 """
 
 from __future__ import annotations
