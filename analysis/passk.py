@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.records import EVAL_COLUMNS
+from analysis.records import REQUIRED_EVAL_COLUMNS
 
-_EVAL_COLUMNS = EVAL_COLUMNS[1:]  # every column but the step
+_EVAL_COLUMNS = REQUIRED_EVAL_COLUMNS[1:]  # every column but the step
 _CHUNK_ELEMENTS = 1 << 20  # bound on answers x problems x subsets in one block of maj@k votes
 
 
@@ -365,6 +365,73 @@ def maj_at_k_table(
     :func:`pass_at_k_table`, with metric "maj".
     """
     return _mean_over_problems(maj_at_k_per_problem(df, ks, seed=seed, max_subsets=max_subsets))
+
+
+# --------------------------------------------------------------------------- distinct correct solutions
+
+
+def distinct_correct_per_problem(df: pd.DataFrame) -> pd.DataFrame:
+    """Distinct correct solutions of every problem: the number of different ``solution`` values among its
+    correct samples (0 when none is correct). DESIGN 10 [ours].
+
+    Only benchmarks whose task writes solutions count: those with a non-null ``solution`` on some row (a
+    task without a canonical form, math answers, writes none and gets no rows). Returns columns
+    benchmark, problem_id, metric ("distinct_correct"), k (n, the samples of the problem), value.
+    """
+    _check_eval_frame(df)
+    if "solution" not in df.columns:
+        return _concat([])
+    with_form = df.groupby("benchmark")["solution"].transform(lambda s: s.notna().any()).astype(bool)
+    rows = df[with_form]
+    if rows.empty:
+        return _concat([])
+    right = rows["correct"].astype(bool) & rows["solution"].notna()
+    keys = [rows["benchmark"], rows["problem_id"]]
+    distinct = rows["solution"].where(right).groupby(keys, sort=True).nunique()
+    n = rows.groupby(keys, sort=True).size()
+    out = pd.DataFrame({"value": distinct.astype(float), "k": n.astype(int)}).reset_index()
+    return out.assign(metric="distinct_correct")[["benchmark", "problem_id", "metric", "k", "value"]]
+
+
+def distinct_correct_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-benchmark mean over problems of :func:`distinct_correct_per_problem`: columns benchmark, metric,
+    k (the smallest n), value."""
+    per_problem = distinct_correct_per_problem(df)
+    if per_problem.empty:
+        return pd.DataFrame(columns=["benchmark", "metric", "k", "value"])
+    table = per_problem.groupby(["benchmark", "metric"], sort=True).agg(k=("k", "min"), value=("value", "mean"))
+    return table.reset_index().astype({"k": int, "value": float})
+
+
+# --------------------------------------------------------------------------- by level
+
+
+def problem_levels(df: pd.DataFrame) -> pd.DataFrame:
+    """Each problem's level (the ``level`` column; null where the task defines none, or in frames recorded
+    before the column existed): columns benchmark, problem_id, level (nullable Int64)."""
+    _check_eval_frame(df)
+    level = df["level"] if "level" in df.columns else pd.Series(pd.NA, index=df.index)
+    levels = level.groupby([df["benchmark"], df["problem_id"]], sort=True).first()
+    return levels.astype("Int64").rename("level").reset_index()
+
+
+def by_level(per_problem: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """A per-problem table (:func:`pass_at_k_per_problem`, :func:`maj_at_k_per_problem`,
+    :func:`distinct_correct_per_problem`) averaged over the problems of each level of ``df``.
+
+    Returns columns benchmark, level, metric, k, value, problems (the problems averaged); problems without a
+    level are left out, so a benchmark without levels gives no rows.
+    """
+    cols = ["benchmark", "level", "metric", "k", "value", "problems"]
+    if per_problem.empty:
+        return pd.DataFrame(columns=cols)
+    tagged = per_problem.merge(problem_levels(df), on=["benchmark", "problem_id"], how="left")
+    tagged = tagged[tagged["level"].notna()]
+    if tagged.empty:
+        return pd.DataFrame(columns=cols)
+    table = tagged.groupby(["benchmark", "level", "metric", "k"], sort=True)["value"].agg(["mean", "size"])
+    table = table.reset_index().rename(columns={"mean": "value", "size": "problems"})
+    return table.astype({"level": int, "k": int, "value": float, "problems": int})[cols]
 
 
 # --------------------------------------------------------------------------- intervals

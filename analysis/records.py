@@ -63,7 +63,13 @@ EVAL_METHOD = "eval"
 
 _MLFLOW_NAME = re.compile(r"^[A-Za-z0-9_\-./ ]+$")
 METRIC_KINDS = ("pass", "maj")
-_EVAL_KEY = re.compile(r"^eval/(?P<benchmark>.+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
+DISTINCT_CORRECT = "distinct_correct"
+"""``eval/<benchmark>/distinct_correct``: the mean over problems of the distinct correct solutions among a
+problem's samples, under the task's own equivalence (tasks without one log none). DESIGN 10 [ours]."""
+LEVEL_PREFIX = "level_"
+_EVAL_KEY = re.compile(r"^eval/(?P<benchmark>[^/]+)/(?P<kind>pass|maj)_at_(?P<k>\d+)$")
+_LEVEL_KEY = re.compile(r"^eval/(?P<benchmark>[^/]+)/level_(?P<level>\d+)/"
+                        r"(?:(?P<kind>pass|maj)_at_(?P<k>\d+)|distinct_correct)$")
 
 
 def check_metric_name(name: str) -> str:
@@ -92,12 +98,42 @@ def parse_eval_key(key: str) -> tuple[str, str, int] | None:
     return (m["benchmark"], m["kind"], int(m["k"])) if m else None
 
 
+def distinct_key(benchmark: str, level: int | None = None) -> str:
+    """``eval/<benchmark>/distinct_correct``, or ``eval/<benchmark>/level_<L>/distinct_correct``."""
+    check_metric_name(benchmark)
+    return f"eval/{benchmark}/{_level_part(level)}{DISTINCT_CORRECT}"
+
+
+def level_eval_key(benchmark: str, level: int, kind: str, k: int) -> str:
+    """``eval/<benchmark>/level_<L>/<kind>_at_<k>``: :func:`eval_key` over the problems of one level."""
+    base = eval_key(benchmark, kind, k)
+    return base.replace(f"eval/{benchmark}/", f"eval/{benchmark}/{_level_part(level)}", 1)
+
+
+def parse_level_key(key: str) -> tuple[str, int, str, int | None] | None:
+    """(benchmark, level, kind, k) of a :func:`level_eval_key` name (kind ``distinct_correct`` and k None for a
+    :func:`distinct_key` with a level), else None."""
+    m = _LEVEL_KEY.match(key)
+    if not m:
+        return None
+    return (m["benchmark"], int(m["level"]), m["kind"] or DISTINCT_CORRECT, int(m["k"]) if m["k"] else None)
+
+
+def _level_part(level: int | None) -> str:
+    if level is None:
+        return ""
+    if isinstance(level, bool) or int(level) != level or level < 0:
+        raise ValueError(f"level {level!r} must be a non-negative integer (countdown: the fewest steps; MATH: 1-5)")
+    return f"{LEVEL_PREFIX}{int(level)}/"
+
+
 METRIC_FAMILIES = ("train", "geometry", "perf", "eval", "probe", "system")
 """Metric keys are ``<family>/<name>``; a method's own metrics take its section name as family
 (``g2rl/nu_mean``, ``evol_rl/novelty_mean``); ``system/*`` are MLflow's system metrics."""
 
 TRAIN_METRICS = ("reward", "base_reward", "shaped_reward", "advantage_abs", "zero_variance_groups",
-                 "zero_variance_groups_base", "no_answer_frac", "answer_timeouts", "completion_tokens",
+                 "zero_variance_groups_base", "all_correct_groups", "all_wrong_groups", "mixed_groups",
+                 "no_answer_frac", "answer_timeouts", "completion_tokens",
                  "kl", "entropy", "completion_len", "loss", "grad_norm", "learning_rate", "clip_ratio",
                  "frac_reward_zero_std")
 """``train/<name>``: the step's rewards and batch statistics, then TRL's scalars under our names."""
@@ -132,7 +168,9 @@ def is_declared_metric(key: str, method_sections=()) -> bool:
     metric, or ``<section>/<name>`` of one of ``method_sections``."""
     family, _, rest = key.partition("/")
     if family == "eval":
-        return parse_eval_key(key) is not None
+        benchmark, _, name = rest.partition("/")
+        plain = name == DISTINCT_CORRECT and "/" not in benchmark
+        return parse_eval_key(key) is not None or parse_level_key(key) is not None or plain
     if family == GEOMETRY:
         pair, _, name = rest.rpartition("/")
         return name in DIRECTION_NAMES + SEMANTIC_NAMES and (not pair or pair in PAIR_TYPES)
@@ -190,8 +228,15 @@ DUMP_COLUMNS = ("step", "group", "sample", "prompt_id", "prompt", "completion", 
 SCORE_COLUMNS = ("nu", "nu_bar", "novelty")
 """The built-in methods' score columns (G2RL's nu and nu_bar, EVOL-RL's novelty), in every dump."""
 
-EVAL_COLUMNS = ("step", "benchmark", "problem_id", "sample", "answer", "correct")
-"""Columns of an evaluation frame: one row per sample."""
+EVAL_COLUMNS = ("step", "benchmark", "problem_id", "sample", "answer", "correct", "level", "solution")
+"""Columns of an evaluation frame: one row per sample.
+
+``level`` is the problem's level where its task defines one (countdown: the fewest steps of a solution;
+MATH: the file's ``level``), else null; ``solution`` is a correct sample's solution in the task's canonical
+form (countdown: the expression tree with + and * flattened and sorted), null for a wrong sample or a task
+without one. Frames recorded before these two columns existed lack them; readers treat them as null."""
+REQUIRED_EVAL_COLUMNS = EVAL_COLUMNS[:6]
+"""The columns every evaluation frame has, also those recorded before ``level`` and ``solution``."""
 
 COMPLETION_COLUMNS = ("step", "group", "sample", "prompt", "completion", "answer", "correct", "base_reward",
                       "shaped_reward", "advantage")
@@ -249,4 +294,5 @@ def eval_schema():
     import pyarrow as pa
 
     return pa.schema([("step", pa.int64()), ("benchmark", pa.string()), ("problem_id", pa.string()),
-                      ("sample", pa.int64()), ("answer", pa.string()), ("correct", pa.bool_())])
+                      ("sample", pa.int64()), ("answer", pa.string()), ("correct", pa.bool_()),
+                      ("level", pa.int64()), ("solution", pa.string())])

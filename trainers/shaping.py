@@ -140,6 +140,22 @@ def zero_variance_groups(rewards: np.ndarray, groups: np.ndarray, *, atol: float
     return int(np.sum(spread <= atol))
 
 
+def group_outcomes(correct: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+    """Shares of groups whose completions are all correct, all wrong, or mixed (DESIGN 9 [ours]).
+
+    Logged as ``train/all_correct_groups``, ``train/all_wrong_groups`` and ``train/mixed_groups``; they
+    sum to 1. In all-wrong and all-correct groups GRPO's advantages are 0, while G2RL's follow nu_bar
+    (the equal-reward groups of DESIGN 3.4); a group of one completion is all correct or all wrong.
+    """
+    c = _flat("correct", correct, dtype=np.float64)  # (N,)
+    codes, n_groups = _group_codes(groups, c.size)
+    right = np.bincount(codes, weights=c, minlength=n_groups)  # (G,) correct per group
+    size = np.bincount(codes, minlength=n_groups)  # (G,)
+    all_correct, all_wrong = float(np.mean(right == size)), float(np.mean(right == 0))
+    return {"all_correct_groups": all_correct, "all_wrong_groups": all_wrong,
+            "mixed_groups": 1.0 - all_correct - all_wrong}
+
+
 def _group_spread(rewards: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(max - min of each group's rewards (G,), each row's group code (N,))."""
     r = _flat("rewards", rewards, dtype=np.float64)  # (N,)

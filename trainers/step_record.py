@@ -23,7 +23,7 @@ import pyarrow as pa
 from analysis.geometry import geometry_metrics
 from analysis.records import COMPLETION_COLUMNS, SCORE_COLUMNS, dump_schema
 from trainers.method import Shaped, StepBatch
-from trainers.shaping import zero_variance_groups
+from trainers.shaping import group_outcomes, zero_variance_groups
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def step_metrics(record: StepRecord, *, geometry: bool = True, tau: float = 0.1)
         "train/advantage_abs": float(np.abs(record.advantages).mean()),
         "train/zero_variance_groups": zero_variance_groups(shaped.shaped_reward, batch.groups),
         "train/zero_variance_groups_base": zero_variance_groups(shaped.base_reward, batch.groups),
+        **{f"train/{name}": share for name, share in group_outcomes(batch.correct, batch.groups).items()},
         "train/no_answer_frac": float(1 - batch.has_answer.mean()),
         "train/answer_timeouts": float(sum(record.timed_out)),
         "train/completion_tokens": float(np.mean(record.num_tokens)),

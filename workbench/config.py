@@ -48,6 +48,8 @@ class TaskConfig(_Section):
     max_number: int = Field(10, ge=2, description="Countdown: numbers are drawn from 1..max_number.")
     min_target: int = Field(10, ge=0, description="Countdown: smallest target.")
     max_target: int = Field(50, ge=1, description="Countdown: largest target.")
+    min_steps: int = Field(2, ge=1, le=4, description="Countdown: every problem needs at least this many steps "
+                           "(no solution is shorter); 1 admits one-step problems.")
     max_problems: int | None = Field(None, ge=1, description="Cap on problems read per split.")
     answer_timeout_s: float = Field(5.0, gt=0, description="Time limit of one symbolic answer check.")
     system_prompt: str | None = Field(None, description="Override the task's system prompt.")

@@ -198,8 +198,10 @@ def eval_frame(completions: Sequence[Completion], benchmark: str, step: int) -> 
     """The per-sample frame of DESIGN 6: one row per completion, columns :data:`EVAL_COLUMNS`."""
     import pandas as pd
 
-    rows = [(step, benchmark, c.problem.id, c.sample, c.verdict.answer, c.verdict.correct) for c in completions]
-    return pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
+    rows = [(step, benchmark, c.problem.id, c.sample, c.verdict.answer, c.verdict.correct, c.problem.level,
+             c.verdict.solution) for c in completions]
+    frame = pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
+    return frame.astype({"level": "Int64"})
 
 
 def evaluate_suite(model, tokenizer, suite: Suite, settings: EvalConfig, *, max_new_tokens: int, seed: int,
@@ -228,17 +230,34 @@ def completion_tokens(cfg) -> int:
 
 
 def score(frame: pd.DataFrame, ks: Sequence[int] | None = None) -> dict[str, float]:
-    """pass@k and maj@k per benchmark as MLflow metrics ``eval/<benchmark>/{pass,maj}_at_<k>``."""
-    import pandas as pd
+    """The evaluation metrics of a per-sample frame, with the estimators of :mod:`analysis.passk`:
 
-    from analysis.passk import ks_for, maj_at_k_table, pass_at_k_table
+    - ``eval/<benchmark>/{pass,maj}_at_<k>`` per benchmark;
+    - ``eval/<benchmark>/distinct_correct`` where the benchmark's task writes solutions;
+    - the same over the problems of each level, ``eval/<benchmark>/level_<L>/...``, where problems have levels.
+    """
+    from analysis.passk import (by_level, distinct_correct_per_problem, ks_for, maj_at_k_per_problem,
+                                pass_at_k_per_problem)
+    from analysis.records import distinct_key, level_eval_key
 
     if frame.empty:
         return {}
     n = int(frame.groupby(["benchmark", "problem_id"]).size().min())
     ks = list(ks) if ks is not None else ks_for(n)
-    table = pd.concat([pass_at_k_table(frame, ks), maj_at_k_table(frame, ks)], ignore_index=True)
-    return {eval_key(r.benchmark, r.metric, int(r.k)): float(r.value) for r in table.itertuples()}
+    metrics: dict[str, float] = {}
+    for per_problem in (pass_at_k_per_problem(frame, ks), maj_at_k_per_problem(frame, ks),
+                        distinct_correct_per_problem(frame)):
+        if per_problem.empty:
+            continue
+        means = per_problem.groupby(["benchmark", "metric", "k"], sort=True)["value"].mean()
+        for (benchmark, metric, k), value in means.items():
+            key = distinct_key(benchmark) if metric == "distinct_correct" else eval_key(benchmark, metric, int(k))
+            metrics[key] = float(value)
+        for r in by_level(per_problem, frame).itertuples():
+            key = (distinct_key(r.benchmark, r.level) if r.metric == "distinct_correct"
+                   else level_eval_key(r.benchmark, r.level, r.metric, r.k))
+            metrics[key] = float(r.value)
+    return metrics
 
 
 class EvalCallback:

@@ -36,7 +36,8 @@ ARCH = {
     "tie_word_embeddings": False,
 }
 WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "seed": 0, "version": 4}
-TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target", "max_target", "num_train", "num_test",
+TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target", "max_target", "min_steps", "num_train",
+             "num_test",
              "data_seed"}  # num_test too: the train split skips the test split's problems
 
 

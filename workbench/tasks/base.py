@@ -28,6 +28,7 @@ class Problem:
     prompt: str  # the user-facing question text (before any chat template)
     answer: str  # gold answer as a string
     system: str | None = None  # system prompt, if the task has one
+    level: int | None = None  # difficulty level where the task defines one (countdown: fewest steps; MATH: 1-5)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Verdict:
     answer: str | None  # extracted, normalised answer (None: no extractable answer)
     correct: bool
     timed_out: bool = False  # the check ran past the time limit (and counts as wrong)
+    solution: str | None = None  # a correct answer's solution in the task's canonical form (None: the task has none)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class TaskOptions:
     max_number: int = 10  # countdown: numbers are drawn from 1..max_number
     min_target: int = 10  # countdown: smallest target
     max_target: int = 50  # countdown: largest target
+    min_steps: int = 2  # countdown: the fewest steps any solution of a problem needs
     max_problems: int | None = None  # cap on problems per split (None: no cap)
     answer_timeout_s: float | None = 5.0  # time limit per answer check (None or <= 0: none)
     system_prompt: str | None = None  # None: the file's system message, else the task default

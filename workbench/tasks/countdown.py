@@ -23,8 +23,11 @@ make maj@k reward a policy that repeats one path. A legal derivation that ends
 elsewhere is a wrong answer with a value, as a wrong number is in math.
 
 Generation: each problem's numbers are drawn, and its target is the result of a
-random legal derivation of at least two steps that is not one of the numbers, so
-every problem is solvable. The test split is drawn from ``random.Random(data_seed)``
+random legal derivation of at least ``task.min_steps`` (and two) steps that is not one
+of the numbers, so every problem is solvable; a problem that some shorter derivation
+also solves is drawn again, so no problem can be solved in fewer than ``task.min_steps``
+steps (:func:`countdown_rules.fewest_steps`). A problem's ``level`` is the fewest steps
+of its solutions, which evaluation rows carry. The test split is drawn from ``random.Random(data_seed)``
 first, the train split from a second generator, skipping any number-target pair
 of the test split (numbers compared as sorted tuples), so the splits are
 disjoint and the test split does not change with ``num_train``. The derivation
@@ -39,7 +42,7 @@ import random
 from dataclasses import dataclass
 
 from workbench.tasks.base import Problem, Task, TaskOptions, Verdict, check_split, register_task
-from workbench.tasks.countdown_rules import apply, check_derivation, solutions
+from workbench.tasks.countdown_rules import apply, check_derivation, expression_text, fewest_steps, solutions
 
 _TRAIN_SEED_OFFSET = 1_000_003  # the train generator's seed is data_seed + this
 _MAX_TRIES = 1000  # draws per problem before giving up on the settings
@@ -102,30 +105,40 @@ class CountdownTask(Task):
             raise ValueError(f"task.max_number must be >= 2, got {o.max_number}")
         if not 0 <= o.min_target <= o.max_target:
             raise ValueError(f"need 0 <= task.min_target <= task.max_target, got {o.min_target} and {o.max_target}")
+        if not 1 <= o.min_steps <= o.count - 1:
+            raise ValueError(f"task.min_steps={o.min_steps}: {o.count} numbers allow derivations of 1 to "
+                             f"{o.count - 1} steps; choose one of those, or raise task.count")
         if o.num_train < 0 or o.num_test < 0:
             raise ValueError("task.num_train and task.num_test must be >= 0")
         self._splits: dict[str, list[Problem]] = {}
         self._witness: dict[str, tuple] = {}  # problem id -> the derivation that made its target
+        self._level: dict[str, int] = {}  # problem id -> the fewest steps of its solutions
 
     def _draw(self, rng: random.Random, taken: set) -> Puzzle:
         o = self.options
         for _ in range(_MAX_TRIES):
             numbers = tuple(rng.randint(1, o.max_number) for _ in range(o.count))
-            steps = random_steps(numbers, rng.randint(2, o.count - 1), rng)
+            least = max(2, o.min_steps)
+            steps = random_steps(numbers, rng.randint(least, max(least, o.count - 1)), rng)
             puzzle = Puzzle(numbers, steps[-1][3])
-            if (len(steps) >= 2 and o.min_target <= puzzle.target <= o.max_target
+            if (len(steps) >= least and o.min_target <= puzzle.target <= o.max_target
                     and puzzle.target not in numbers and puzzle.key not in taken):
+                level = fewest_steps(numbers, puzzle.target, len(steps))
+                if level < o.min_steps:
+                    continue
                 taken.add(puzzle.key)
                 self._witness[puzzle.gold] = steps
+                self._level[puzzle.gold] = level
                 return puzzle
         raise ValueError(
             f"could not draw a new countdown problem in {_MAX_TRIES} tries with count={o.count}, "
-            f"max_number={o.max_number}, targets {o.min_target}..{o.max_target}: widen the target range, "
-            "raise task.max_number, or lower num_train / num_test"
+            f"max_number={o.max_number}, targets {o.min_target}..{o.max_target}, min_steps={o.min_steps}: widen the "
+            "target range, raise task.max_number, lower task.min_steps, or lower num_train / num_test"
         )
 
     def _problem(self, puzzle: Puzzle) -> Problem:
-        return Problem(id=puzzle.gold, prompt=prompt_of(puzzle), answer=puzzle.gold, system=self.options.system_prompt)
+        return Problem(id=puzzle.gold, prompt=prompt_of(puzzle), answer=puzzle.gold, system=self.options.system_prompt,
+                       level=self._level[puzzle.gold])
 
     def _generate(self) -> None:
         seed, taken = self.options.data_seed, set()
@@ -158,7 +171,9 @@ class CountdownTask(Task):
         checked = check_derivation(completion, puzzle.numbers)
         if checked.value is None:
             return Verdict(answer=None, correct=False)
-        return Verdict(answer=str(checked.value), correct=checked.value == puzzle.target)
+        correct = checked.value == puzzle.target
+        return Verdict(answer=str(checked.value), correct=correct,
+                       solution=expression_text(checked.expression) if correct else None)
 
     def extract(self, completion: str) -> str | None:
         """The last written result (syntax only; :meth:`verify` also checks the rules)."""

@@ -109,6 +109,15 @@ def _combine(op: str, x: tuple, y: tuple) -> tuple:
     return (op, (x, y))
 
 
+def expression_text(expr: tuple | int) -> str:
+    """A canonical expression as text, the form evaluation rows record as a sample's ``solution``:
+    ``('+', (3, ('*', (5, 7))))`` -> ``"3+(5*7)"``; equal texts are the same solution."""
+    if not isinstance(expr, tuple):
+        return str(expr)
+    op, parts = expr
+    return op.join(p if not isinstance(e, tuple) else f"({p})" for e, p in ((e, expression_text(e)) for e in parts))
+
+
 def derivations(numbers: tuple[int, ...]):
     """Every legal derivation: yields (steps, value, expression) after each step taken.
 
@@ -136,6 +145,36 @@ def derivations(numbers: tuple[int, ...]):
                     yield from walk(rest, taken)
 
     yield from walk(pool, ())
+
+
+def fewest_steps(numbers: tuple[int, ...], target: int, max_steps: int | None = None) -> int | None:
+    """The fewest steps of a derivation from ``numbers`` whose last result is ``target``; None when none of at
+    most ``max_steps`` steps (default ``len(numbers) - 1``) reaches it.
+
+    Iterative deepening: depth 1 checks every pair, depth d every pool reachable in d - 1 steps, so a
+    problem with a one-step solution costs a few dozen operations.
+    """
+    limit = len(numbers) - 1 if max_steps is None else min(max_steps, len(numbers) - 1)
+
+    def reaches(pool: tuple[int, ...], depth: int) -> bool:
+        for i in range(len(pool)):
+            for j in range(len(pool)):
+                if i == j or (i > j and pool[i] == pool[j]):
+                    continue
+                for op in "+-*/":
+                    if op in "+*" and i > j:
+                        continue
+                    c = apply(pool[i], op, pool[j])
+                    if c is None:
+                        continue
+                    if depth == 1:
+                        if c == target:
+                            return True
+                    elif reaches(tuple(x for k, x in enumerate(pool) if k not in (i, j)) + (c,), depth - 1):
+                        return True
+        return False
+
+    return next((d for d in range(1, limit + 1) if reaches(tuple(numbers), d)), None)
 
 
 def solutions(numbers: tuple[int, ...], target: int) -> dict[tuple, tuple]:

@@ -157,8 +157,21 @@ class FileTask(Task):
                 raise _data_error(path, f"{where}: id {problem_id!r} repeats {seen[problem_id]}; ids must be unique")
             seen[problem_id] = where
             system = self.options.system_prompt or file_system or self.default_system
-            problems.append(Problem(id=problem_id, prompt=prompt, answer=answer, system=system))
+            problems.append(Problem(id=problem_id, prompt=prompt, answer=answer, system=system,
+                                    level=record_level(record)))
         return self._cap(problems)
+
+
+def record_level(record: dict) -> int | None:
+    """A record's difficulty level: its ``level`` field as an integer (``3``, ``"3"`` or MATH's ``"Level 3"``);
+    None when it has none or it is not a whole number (MATH's ``"Level ?"``)."""
+    value = record.get("level")
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if float(value).is_integer() and value >= 0 else None
+    text = str(value).strip().removeprefix("Level").strip()
+    return int(text) if text.isdigit() else None
 
 
 def _extra_index(record: dict, index: int) -> Any:
