@@ -77,7 +77,7 @@ def store(tmp_path_factory, model_cache) -> str:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         for method in METHODS:
-            cfg = build_config([{"method": method}], [*SMALL, f"tracking.experiment={EXPERIMENT}",
+            cfg = build_config([{"method": method}], [*SMALL, "features.dump_every=1", f"tracking.experiment={EXPERIMENT}",
                                                       f"training.output_dir={root / 'outputs'}"])
             tracker = start_tracker(cfg)
             train(cfg, tracker)

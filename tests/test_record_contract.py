@@ -27,7 +27,9 @@ STEPS = 3
 
 @pytest.fixture
 def sweep_store(store, model_cache):
-    settings = [*SMALL, "eval.final=true", "eval.n=2", "eval.max_problems=4", "features.dump_every=2"]
+    # semantic_every=1: every step embeds, so the check below sees whether the worker records every step it embeds.
+    settings = [*SMALL, "eval.final=true", "eval.n=2", "eval.max_problems=4", "features.dump_every=2",
+                "features.semantic_every=1"]
     argv = ["sweep", "--methods", "grpo,g2rl", "--seeds", "0", "--experiment", "contract"]
     assert main([*argv, *(a for s in settings for a in ("--set", s))]) == 0
     client = MlflowClient(store)

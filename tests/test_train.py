@@ -50,7 +50,7 @@ def test_grpo_changes_weights_and_logs_every_step(store, model_cache):
 @pytest.mark.parametrize("method", ["entropy", "evol_rl", "g2rl"])
 def test_each_method_records_its_scores(store, model_cache, method):
     # tiny-arithmetic: its short answers are extractable after a short warm start, so every score has values
-    _, run_id, _ = _run(store, model_cache, method, "model.preset=tiny-arithmetic")
+    _, run_id, _ = _run(store, model_cache, method, "model.preset=tiny-arithmetic", "features.dump_every=1")
     dumps = load_dumps(run_id, store)
     assert sorted(dumps["step"].unique()) == [1, 2, 3]
     assert len(dumps) == 3 * 16

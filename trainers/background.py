@@ -110,19 +110,23 @@ class BackgroundRecorder:
             with ``record.step`` (the workbench's :class:`~workbench.recording.StepRecorder` does).
         embed: ``texts -> (N, e)`` unit rows, called on the worker for a record without embeddings;
             None: records go as they come.
+        due: ``step -> bool``, whether a record of that step is embedded (None: every step); the others
+            go without embeddings (the semantic geometry's cadence).
     """
 
     def __init__(self, recorder: Any, embed: Callable[[list[str]], Any] | None = None,
-                 max_pending: int = 4) -> None:
+                 max_pending: int = 4, due: Callable[[int], bool] | None = None) -> None:
         self.recorder = recorder
         self.embed = embed
+        self.due = due
         self.worker = Background("step-recorder", max_pending)
 
     def record(self, record: StepRecord) -> None:
         self.worker.submit(self._record, record)
 
     def _record(self, record: StepRecord) -> None:
-        if self.embed is not None and record.batch.embeddings is None:
+        due = self.due is None or self.due(record.step)
+        if self.embed is not None and record.batch.embeddings is None and due:
             start = time.perf_counter()
             embeddings = self.embed(record.texts)  # (N, e): the gathered texts, on the main process only
             record = dataclasses.replace(record, batch=dataclasses.replace(record.batch, embeddings=embeddings),

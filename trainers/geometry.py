@@ -47,7 +47,7 @@ from trainers.accumulator import PhiAccumulator, extra_logits_processors
 from trainers.background import BackgroundRecorder
 from trainers.features import pad_batch, phi_forward
 from trainers.method import Shaped, StepBatch
-from trainers.step_record import StepRecord, dump_due, dump_table, step_metrics
+from trainers.step_record import SEMANTIC_EVERY, StepRecord, dump_due, dump_table, embedding_due, step_metrics
 
 
 @dataclass
@@ -61,6 +61,10 @@ class GeometryArgs:
         "help": "Also embed each completion with sentence-transformers, for the semantic-cosine metrics."})
     embedding_model: str | None = field(default=None, metadata={
         "help": "sentence-transformers model id or path (None: the packaged all-MiniLM-L6-v2)."})
+    semantic_every: int = field(default=SEMANTIC_EVERY, metadata={
+        "help": "Embed the completions (semantic geometry, the dumps' embedding column) at step 1, every N steps "
+                "and at every dump step; 1: every step. A method whose rewards read the embeddings embeds every "
+                "step and needs 1."})
     geometry_tau: float = field(default=0.1, metadata={
         "help": "Orthogonality threshold tau of the direction fractions, in [0, 1]."})
     correct_threshold: float = field(default=0.5, metadata={
@@ -81,6 +85,8 @@ class GeometryArgs:
             raise ValueError(f"geometry_tau={self.geometry_tau!r}: a cosine threshold, use a value in [0, 1]")
         if self.dump_every < 0:
             raise ValueError(f"dump_every={self.dump_every!r}: use N >= 1, or 0 for no dumps")
+        if self.semantic_every < 1:
+            raise ValueError(f"semantic_every={self.semantic_every!r}: use N >= 1 (1: every step)")
         if self.dump_dtype not in ("float32", "float16"):
             raise ValueError(f"dump_dtype={self.dump_dtype!r}: use 'float32' or 'float16'")
         if self.dump_project_dim is not None and self.dump_project_dim < 2:
@@ -193,7 +199,8 @@ class GeometryMixin:
         self.embedder = embedder
         recorder = recorder if recorder is not None else TrainerLogRecorder(self, options)
         if getattr(recorder, "background", False):
-            recorder = BackgroundRecorder(recorder, embed=None if embedder is None else embedder.encode)
+            recorder = BackgroundRecorder(recorder, embed=None if embedder is None else embedder.encode,
+                                          due=self.embedding_due)
         self.recorder = recorder
         if callable(getattr(self.recorder, "flush", None)):
             self.add_callback(RecorderFlush(self.recorder.flush))
@@ -229,10 +236,17 @@ class GeometryMixin:
         """Whether :meth:`shape_batch` reads ``batch.embeddings`` (then they are computed in the step)."""
         return False
 
+    def embedding_due(self, step: int) -> bool:
+        """Whether the texts of step ``step`` are embedded (:func:`~trainers.step_record.embedding_due`)."""
+        o = self.geometry_options
+        return embedding_due(step, o.semantic_every, o.dump_every)
+
     def _embed_in_step(self) -> bool:
         if self.embedder is None:
             return False
-        return self.rewards_need_embeddings or not isinstance(self.recorder, BackgroundRecorder)
+        if self.rewards_need_embeddings:
+            return True
+        return not isinstance(self.recorder, BackgroundRecorder) and self.embedding_due(self.state.global_step + 1)
 
     # -- generation: Phi by the sampling route -----------------------------------------------
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

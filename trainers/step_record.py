@@ -68,9 +68,24 @@ def step_metrics(record: StepRecord, *, geometry: bool = True, tau: float = 0.1)
     return out | shaped.metrics | {"perf/feature_s": record.feature_s, "perf/embed_s": record.embed_s}
 
 
+SEMANTIC_EVERY = 10
+"""The default cadence of the text embeddings behind the semantic geometry: step 1 and every 10th step.
+
+MiniLM costs about as much CPU per completion as training the tiny policy on it (``make bench``), so
+the semantic metrics (``geometry/sem_*``, the summaries' semantic columns, the dumps' ``embedding``)
+are sampled, as the dumps are; Phi and the gradient geometry stay every step. A method whose rewards
+read the embeddings (EVOL-RL) embeds every step, and its semantic geometry is every step too."""
+
+
 def dump_due(step: int, every: int) -> bool:
     """Dumps are written at step 1 and every ``every`` steps; never with ``every=0``."""
     return bool(every) and (step % every == 0 or step == 1)
+
+
+def embedding_due(step: int, semantic_every: int, dump_every: int) -> bool:
+    """Whether step ``step`` embeds its completions' texts: a semantic step (:func:`dump_due` of
+    ``semantic_every``) or a dump step, so every dump carries its embeddings."""
+    return dump_due(step, semantic_every) or dump_due(step, dump_every)
 
 
 def random_projection(x: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:

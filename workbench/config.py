@@ -96,22 +96,35 @@ class TrainingConfig(_Section):
 
 
 class FeaturesConfig(_Section):
-    """What a run records of its update geometry (DESIGN 6): two independent switches.
+    """What a run records of its update geometry (DESIGN 6).
 
-    ``geometry`` computes Phi and the text embeddings of every step's completions and
-    logs the ``geometry/*`` metrics; off, no method logs geometry (G2RL still computes Phi
-    for its rewards), so runs of different methods carry the same metrics. ``dump_every``
-    is the cadence of the feature dumps; dumps hold Phi (computed for them) and the
-    embeddings where ``geometry`` is on.
+    ``geometry`` computes Phi of every step's completions and logs the gradient ``geometry/*``
+    metrics every step, and the semantic ones (text embeddings) every ``semantic_every`` steps;
+    off, no method logs geometry (G2RL still computes Phi for its rewards), so runs of different
+    methods carry the same metrics. ``dump_every`` is the cadence of the feature dumps; dumps hold
+    Phi (computed for them) and the embeddings (computed at every dump step) where ``geometry`` is on.
     """
 
-    geometry: bool = Field(True, description="Compute Phi and text embeddings every step and log geometry/* "
-                           "(false: no method logs geometry).")
-    dump_every: int = Field(1, ge=0, description="Write a feature dump every N steps (0: no dumps).")
+    geometry: bool = Field(True, description="Compute Phi every step and text embeddings every semantic_every "
+                           "steps, and log geometry/* (false: no method logs geometry).")
+    dump_every: int = Field(10, ge=0, description="Write a feature dump at step 1 and every N steps (0: no dumps).")
+    semantic_every: int | None = Field(None, ge=1, description="Embed the completions' texts (geometry/sem_*, the "
+                                       "dumps' embedding column) at step 1, every N steps and at every dump step; "
+                                       "1: every step. None: every step for a method whose rewards read the "
+                                       "embeddings (evol_rl), else every 10 steps.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
     project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
     encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
     tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
+
+    def semantic_cadence(self, rewards_embed: bool) -> int:
+        """``semantic_every``, with None resolved: 1 for a method whose rewards read the embeddings,
+        else :data:`trainers.step_record.SEMANTIC_EVERY`."""
+        from trainers.step_record import SEMANTIC_EVERY
+
+        if self.semantic_every is not None:
+            return self.semantic_every
+        return 1 if rewards_embed else SEMANTIC_EVERY
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +192,10 @@ class WorkbenchConfig(_Section):
         elif not self.model.name_or_path:
             raise ValueError("model.preset 'path' needs model.name_or_path (a Hugging Face id or folder)")
         TASKS.get(self.task.name)
+        every = self.features.semantic_every
+        if every not in (None, 1) and resolve_method(self.method).needs_embeddings:
+            raise ValueError(f"features.semantic_every={every}: method {self.method!r} reads text embeddings in its "
+                             "rewards, so it embeds every step; drop features.semantic_every or set it to 1")
         return self
 
 

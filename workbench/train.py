@@ -192,7 +192,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     f = cfg.features
     geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.geometry, embedding_model=f.encoder,
                             geometry_tau=f.tau, log_geometry=f.geometry, dump_every=f.dump_every, dump_dtype=f.dtype,
-                            dump_project_dim=f.project_dim)
+                            dump_project_dim=f.project_dim, semantic_every=f.semantic_cadence(method.needs_embeddings))
     if t.use_vllm and not cuda:
         from workbench.vllm_cpu import plain_cpu_linear
 
