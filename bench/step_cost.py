@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 from bench.harness import SMOLLM2, build_trainer, config
 from bench.results import Row, append, stat_row
@@ -38,7 +39,10 @@ def interleaved_steps(trainers: dict, rounds: int, warmup_steps: int = 2, after_
                       skip: int = 0, inner: bool = False) -> dict[str, list[float]]:
     """Per round and trainer: the median step time of one ``train()`` call, rotating the order.
 
-    ``inner``: the median time inside ``training_step`` instead of the whole step interval.
+    ``inner``: also the median time inside ``training_step`` (key ``"<name> inner"``). Every round
+    also records the process CPU time (user + sys of all threads: the recorder's worker and the
+    MLflow writer included) of the whole ``train()`` call per step (key ``"<name> cpu"``); a
+    ``train()`` call waits for those threads before it returns, so their work lies inside it.
 
     An untimed round of ``warmup_steps`` steps per trainer comes first (lazy loads, allocator);
     then ``after_warmup()`` is called, if given. ``skip`` drops the first steps of every call.
@@ -56,7 +60,9 @@ def interleaved_steps(trainers: dict, rounds: int, warmup_steps: int = 2, after_
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             trainer = trainers[name]
+            cpu = time.process_time()
             trainer.train()
+            out.setdefault(f"{name} cpu", []).append((time.process_time() - cpu) / trainer.args.max_steps)
             out[name].append(statistics.median(trainer.clock.last(skip)))
             if inner:
                 out.setdefault(f"{name} inner", []).append(statistics.median(trainer.clock.inner(skip)))

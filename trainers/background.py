@@ -110,7 +110,7 @@ class BackgroundRecorder:
             with ``record.step`` (the workbench's :class:`~workbench.recording.StepRecorder` does).
         embed: ``texts -> (N, e)`` unit rows, called on the worker for a record without embeddings;
             None: records go as they come.
-        due: ``step -> bool``, whether a record of that step is embedded (None: every step); the others
+        due: ``step -> bool``, whether the record of a generation batch first trained at that step is embedded (None: every step); the others
             go without embeddings (the semantic geometry's cadence).
     """
 

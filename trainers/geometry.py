@@ -108,7 +108,7 @@ class TrainerLogRecorder:
         if o.log_geometry:
             b = record.batch
             self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
-        if dump_due(record.step, o.dump_every):
+        if dump_due(record.step, o.dump_every, record.span):
             table = dump_table(record, dtype=o.dump_dtype, project_dim=o.dump_project_dim, seed=self.trainer.args.seed)
             self._write(table, dump_path(record.step))
 
@@ -236,10 +236,17 @@ class GeometryMixin:
         """Whether :meth:`shape_batch` reads ``batch.embeddings`` (then they are computed in the step)."""
         return False
 
+    @property
+    def generation_span(self) -> int:
+        """Optimizer steps one generation batch trains: TRL generates every ``steps_per_generation x
+        num_iterations`` micro-batches, and steps the optimizer every ``gradient_accumulation_steps``."""
+        a = self.args
+        return max(1, a.steps_per_generation * self.num_iterations // a.gradient_accumulation_steps)
+
     def embedding_due(self, step: int) -> bool:
         """Whether the texts of step ``step`` are embedded (:func:`~trainers.step_record.embedding_due`)."""
         o = self.geometry_options
-        return embedding_due(step, o.semantic_every, o.dump_every)
+        return embedding_due(step, o.semantic_every, o.dump_every, self.generation_span)
 
     def _embed_in_step(self) -> bool:
         if self.embedder is None:
@@ -315,7 +322,8 @@ class GeometryMixin:
             advantages = gather(output["advantages"].detach()).float().cpu().numpy().copy()  # (N,), owned
             if self.accelerator.is_main_process:
                 self.recorder.record(StepRecord(step=self.state.global_step + 1, advantages=advantages,
-                                                score_columns=tuple(self.score_columns), **self._geo_step))
+                                                score_columns=tuple(self.score_columns), span=self.generation_span,
+                                                **self._geo_step))
         return output
 
 

@@ -42,6 +42,7 @@ class StepRecord:
     feature_s: float = 0.0  # seconds spent on Phi on rank 0
     embed_s: float = 0.0  # seconds spent on text embeddings on rank 0
     score_columns: tuple[str, ...] = ()  # the method's keys of shaped.scores, dumped as columns
+    span: int = 1  # optimizer steps this generation batch trains (steps step .. step + span - 1)
 
 
 class Recorder(Protocol):
@@ -77,15 +78,22 @@ are sampled, as the dumps are; Phi and the gradient geometry stay every step. A 
 read the embeddings (EVOL-RL) embeds every step, and its semantic geometry is every step too."""
 
 
-def dump_due(step: int, every: int) -> bool:
-    """Dumps are written at step 1 and every ``every`` steps; never with ``every=0``."""
-    return bool(every) and (step % every == 0 or step == 1)
+def dump_due(step: int, every: int, span: int = 1) -> bool:
+    """Dumps are written at step 1 and every ``every`` steps; never with ``every=0``.
+
+    A generation batch that trains ``span`` optimizer steps (several updates per rollout batch) is
+    recorded once, at its first step ``step``; it is due when a multiple of ``every`` lies among the
+    steps it trains, so the cadence holds whatever the number of updates per batch.
+    """
+    if not every:
+        return False
+    return step == 1 or (step + span - 1) // every > (step - 1) // every
 
 
-def embedding_due(step: int, semantic_every: int, dump_every: int) -> bool:
+def embedding_due(step: int, semantic_every: int, dump_every: int, span: int = 1) -> bool:
     """Whether step ``step`` embeds its completions' texts: a semantic step (:func:`dump_due` of
     ``semantic_every``) or a dump step, so every dump carries its embeddings."""
-    return dump_due(step, semantic_every) or dump_due(step, dump_every)
+    return dump_due(step, semantic_every, span) or dump_due(step, dump_every, span)
 
 
 def random_projection(x: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:

@@ -50,7 +50,7 @@ class StepRecorder:
         if self.features.geometry:
             b = record.batch
             self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
-        if dump_due(record.step, self.features.dump_every):
+        if dump_due(record.step, self.features.dump_every, record.span):
             self.tracker.log_parquet(self.frame(record), dump_path(record.step))
         return metrics
 
