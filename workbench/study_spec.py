@@ -7,33 +7,56 @@ A study file is a run config (the sections of ``workbench run``: ``model``,
     report_dir: docs/study           # the report folder (relative to the working directory)
     seeds: [0, 1, 2, 3, 4]
     probe: {benchmark: task, n: 8, max_problems: 64}   # or `probe: null` for none
+    baseline: grpo                   # the arm the others are paired with (default: grpo, else the first arm)
     arms:
       - name: grpo
         method: grpo
+        seeds: [0, 1, 2, 3, 4, 5, 6, 7]   # this arm's own seeds (default: the study's `seeds`)
       - name: g2rl-eq12
         method: g2rl
         set: {g2rl.scaler: eq12, g2rl.lam: 1}   # `--set`-style overrides of this arm (or a list of "k=v")
+    hypotheses:                      # pre-registered: arm - baseline on metric > min_effect
+      - {arm: g2rl-eq12, metric: pass@32, min_effect: 0.03}
+      - {arm: g2rl-eq12, baseline: grpo, metric: pass@1, min_effect: -0.01, level: 3, step: 100}
 
 An arm is a sweep cell whose config differs: cell configs are built by
 :func:`workbench.sweep.cell_configs`, one arm at a time, so they resolve
-exactly as ``workbench sweep --set ...`` would. :func:`load_study` checks every
-value (and builds every cell's config) before anything is recorded.
+exactly as ``workbench sweep --set ...`` would. A cell is an (arm, seed) of the
+arm's seeds, identified as a sweep's (method, seed, config hash) plus its arm's
+tag, so adding seeds to an arm later trains only the new cells.
+
+A hypothesis names an ``arm``, a ``baseline`` (default: the study's), a
+``metric`` (``pass@k`` or ``maj@k`` with k <= the benchmark's samples per
+problem, or ``distinct_correct``) and a ``min_effect`` (a number, in the
+metric's unit: fractions for pass@k and maj@k); optionally a ``benchmark``
+(default: the study's one evaluation benchmark, e.g. ``countdown_test``), a
+``level`` (default: every problem) and an evaluation ``step`` (default: the
+last). The report gives each its verdict (:func:`analysis.paired.verdict`).
+
+:func:`load_study` checks every value (and builds every cell's config) before
+anything is recorded.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from analysis.paired import parse_metric_label
+from analysis.records import DISTINCT_CORRECT
+from analysis.study_tables import Hypothesis
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
-STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include")
-ARM_KEYS = ("name", "method", "set")
+STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include", "baseline", "hypotheses")
+ARM_KEYS = ("name", "method", "set", "seeds")
+HYPOTHESIS_KEYS = ("arm", "baseline", "metric", "min_effect", "benchmark", "level", "step")
+DEFAULT_BASELINE = "grpo"
 PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
 DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
 
@@ -43,6 +66,7 @@ class Arm:
     name: str
     method: str
     overrides: tuple[str, ...] = ()  # ``key.path=value``, applied after the base config
+    seeds: tuple[int, ...] = ()  # its own seeds; () until parse_study fills in the study's
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,18 @@ class Study:
     cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
     jobs: int = 1  # cells trained at once, each in its own process
     include: tuple[Path, ...] = ()  # Markdown files appended to the report (a reading of it, related probes)
+    baseline: str = DEFAULT_BASELINE  # the arm every other is paired with
+    hypotheses: tuple[Hypothesis, ...] = ()  # pre-registered, in the file's order
+
+    def arm_cells(self, arm: str) -> list[WorkbenchConfig]:
+        """The cell configs of one arm, in its seeds' order."""
+        return [cfg for cfg, name in zip(self.cells, self.cell_arms, strict=True) if name == arm]
+
+    def grid_text(self) -> str:
+        """"7 arms x 5 seeds [0, ..., 4]", or per arm where their seeds differ ("grpo x 8, entropy x 4 ...")."""
+        if len({a.seeds for a in self.arms}) == 1:
+            return f"{len(self.arms)} arms x {len(self.arms[0].seeds)} seeds {list(self.arms[0].seeds)}"
+        return ", ".join(f"{a.name} x {len(a.seeds)} seeds" for a in self.arms)
 
 
 def _where(path: str) -> str:
@@ -99,21 +135,21 @@ def _arm(raw: Any, k: int, path: str) -> Arm:
     for text in overrides:
         key = text.split("=", 1)[0].strip()
         if key in CELL_KEYS:
-            raise ConfigError(f"{where} ({name}): `set` may not set {key}; the arm's `method` and the study's "
-                              "`seeds` set it")
-    return Arm(name.strip(), method, overrides)
+            raise ConfigError(f"{where} ({name}): `set` may not set {key}; the arm's `method` and its `seeds` "
+                              "(or the study's) set it")
+    seeds = _seeds(raw["seeds"], f"{where} ({name})") if "seeds" in raw else ()
+    return Arm(name.strip(), method, overrides, seeds)
 
 
-def _seeds(raw: Any, path: str) -> tuple[int, ...]:
+def _seeds(raw: Any, where: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{_where(path)}: `seeds` {raw!r} must be a non-empty list of integers, "
-                          "e.g. seeds: [0, 1, 2]")
+        raise ConfigError(f"{where}: `seeds` {raw!r} must be a non-empty list of integers, e.g. seeds: [0, 1, 2]")
     bad = [s for s in raw if not isinstance(s, int) or isinstance(s, bool) or s < 0]
     if bad:
-        raise ConfigError(f"{_where(path)}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
+        raise ConfigError(f"{where}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
     dupes = sorted({s for s in raw if raw.count(s) > 1})
     if dupes:
-        raise ConfigError(f"{_where(path)}: seeds {dupes} are listed more than once")
+        raise ConfigError(f"{where}: seeds {dupes} are listed more than once")
     return tuple(raw)
 
 
@@ -136,6 +172,103 @@ def _probe(raw: Any, path: str) -> dict[str, Any] | None:
             raise ConfigError(f"{_where(path)}: probe.{key} {value!r} must be an integer >= 1"
                               + (" (or null: every problem)" if key == "max_problems" else ""))
     return probe
+
+
+def _baseline(raw: Any, names: list[str], path: str) -> str:
+    """The study's ``baseline`` arm: as given, else ``grpo`` where an arm has that name, else the first arm."""
+    if raw is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in names else names[0]
+    if raw not in names:
+        raise ConfigError(f"{_where(path)}: `baseline` {raw!r} is not an arm; name one of {names}")
+    return raw
+
+
+def evaluation_steps(cfg: WorkbenchConfig) -> list[int]:
+    """The steps a run of ``cfg`` evaluates at: 0 (``eval.initial``), every ``eval.every``, the last
+    (``eval.final``)."""
+    e, steps = cfg.eval, cfg.training.steps
+    out = {0} if e.initial else set()
+    out |= set(range(e.every, steps + 1, e.every)) if e.every else set()
+    return sorted(out | ({steps} if e.final else set()))
+
+
+def benchmark_samples(cfg: WorkbenchConfig) -> dict[str, int]:
+    """The benchmarks a run of ``cfg`` evaluates, as recorded (``task`` is ``<task>_test``), with their samples
+    per problem (``eval.n``, or its ``eval.n_per_benchmark`` entry)."""
+    from workbench.evaluation import TASK_BENCHMARK
+
+    names = [f"{cfg.task.name}_test" if b == TASK_BENCHMARK else b for b in cfg.eval.benchmarks]
+    return {name: cfg.eval.n_per_benchmark.get(name, cfg.eval.n) for name in names}
+
+
+def _hypothesis(raw: Any, where: str, arms: dict[str, Arm], first: dict[str, WorkbenchConfig],
+                baseline: str) -> Hypothesis:
+    """One checked hypothesis; ConfigError naming the bad value and the fix."""
+    example = "e.g. {arm: g2rl, baseline: grpo, metric: pass@32, min_effect: 0.03}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, {example}; got {raw!r}")
+    unknown = sorted(set(raw) - set(HYPOTHESIS_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(map(repr, unknown))}; a hypothesis has "
+                          f"{', '.join(HYPOTHESIS_KEYS)}")
+    missing = [k for k in ("arm", "metric", "min_effect") if k not in raw]
+    if missing:
+        raise ConfigError(f"{where}: give {', '.join(missing)}, {example}")
+    arm, base = raw["arm"], raw.get("baseline", baseline)
+    for key, name in (("arm", arm), ("baseline", base)):
+        if name not in arms:
+            raise ConfigError(f"{where}: {key} {name!r} is not an arm of the study; name one of {list(arms)}")
+    if arm == base:
+        raise ConfigError(f"{where}: arm and baseline are both {arm!r}; compare an arm with another one")
+    common = sorted(set(arms[arm].seeds) & set(arms[base].seeds))
+    if not common:
+        raise ConfigError(f"{where}: arm {arm!r} (seeds {list(arms[arm].seeds)}) and baseline {base!r} (seeds "
+                          f"{list(arms[base].seeds)}) share no seed, so nothing can be paired; give them common seeds")
+    effect = raw["min_effect"]
+    if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not math.isfinite(effect):
+        raise ConfigError(f"{where}: min_effect {effect!r} must be a number in the metric's unit (a fraction for "
+                          "pass@k and maj@k: 0.03 is 3 points), e.g. min_effect: 0.03")
+    samples = {b: min(benchmark_samples(first[arm]).get(b, 0), benchmark_samples(first[base]).get(b, 0))
+               for b in benchmark_samples(first[base])}
+    benchmark = raw.get("benchmark")
+    if benchmark is None:
+        if len(samples) != 1:
+            raise ConfigError(f"{where}: the study evaluates {list(samples)}; say which with `benchmark:`")
+        benchmark = next(iter(samples))
+    if benchmark not in samples or not samples[benchmark]:
+        raise ConfigError(f"{where}: benchmark {benchmark!r} is not evaluated by both arms; name one of "
+                          f"{[b for b, n in samples.items() if n]}")
+    metric = raw["metric"]
+    try:
+        kind, k = parse_metric_label(metric)
+    except ValueError:
+        raise ConfigError(f"{where}: metric {metric!r} must be pass@k, maj@k or {DISTINCT_CORRECT}, "
+                          "e.g. metric: pass@32") from None
+    if k is not None and k > samples[benchmark]:
+        raise ConfigError(f"{where}: metric {metric!r} needs k <= {samples[benchmark]}, the samples per problem "
+                          f"of {benchmark} (eval.n); use {kind}@{samples[benchmark]} or raise eval.n")
+    level = raw.get("level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+        raise ConfigError(f"{where}: level {level!r} must be a problem level (a whole number >= 0, countdown: the "
+                          "fewest steps), or left out for every problem")
+    step = raw.get("step")
+    if step is not None:
+        steps = sorted(set(evaluation_steps(first[arm])) & set(evaluation_steps(first[base])))
+        if isinstance(step, bool) or not isinstance(step, int) or step not in steps:
+            raise ConfigError(f"{where}: step {step!r} is not an evaluation step of both arms; choose one of "
+                              f"{steps}, or leave it out for the last")
+    return Hypothesis(arm=arm, baseline=base, metric=metric, min_effect=float(effect), benchmark=benchmark,
+                      level=level, step=step)
+
+
+def _hypotheses(raw: Any, arms: dict[str, Arm], first: dict[str, WorkbenchConfig], baseline: str,
+                path: str) -> tuple[Hypothesis, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{_where(path)}: `hypotheses` must be a list, e.g. hypotheses: [{{arm: g2rl, "
+                          f"baseline: grpo, metric: pass@32, min_effect: 0.03}}]; got {raw!r}")
+    return tuple(_hypothesis(h, f"{_where(path)}, hypotheses[{k}]", arms, first, baseline) for k, h in enumerate(raw))
 
 
 def parse_study(data: dict[str, Any], path: str) -> Study:
@@ -163,25 +296,28 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
     if dupes:
         raise ConfigError(f"{_where(path)}: arm name(s) {', '.join(map(repr, dupes))} appear more than once; "
                           "give every arm its own name")
-    seeds = _seeds(study["seeds"], path)
+    seeds = _seeds(study["seeds"], _where(path))
+    arms = tuple(arm if arm.seeds else replace(arm, seeds=seeds) for arm in arms)
     jobs = study.get("jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"{_where(path)}: `jobs` {jobs!r} must be a whole number >= 1 (cells trained at once)")
     cells, cell_arms = [], []
+    by_hash: dict[str, str] = {}
     for arm in arms:
         try:
-            configs = cell_configs([arm.method], seeds, [data], list(arm.overrides), experiment)
+            configs = cell_configs([arm.method], arm.seeds, [data], list(arm.overrides), experiment)
         except ConfigError as err:
             raise ConfigError(f"{_where(path)}, arm {arm.name!r}: {err}") from None
+        digest = config_hash(configs[0].model_copy(update={"seed": 0}))  # the arm's config, whatever its seeds
+        if digest in by_hash:
+            raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {arm.name!r} resolve to the same "
+                              "config; drop one, or make their `set` differ")
+        by_hash[digest] = arm.name
         cells += configs
         cell_arms += [arm.name] * len(configs)
-    by_hash: dict[str, str] = {}
-    for cfg, name in zip(cells[:: len(seeds)], names, strict=True):
-        digest = config_hash(cfg)
-        if digest in by_hash:
-            raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {name!r} resolve to the same config; "
-                              "drop one, or make their `set` differ")
-        by_hash[digest] = name
+    baseline = _baseline(study.get("baseline"), names, path)
+    first = {name: cfg for cfg, name in zip(reversed(cells), reversed(cell_arms), strict=True)}
+    hypotheses = _hypotheses(study.get("hypotheses"), {a.name: a for a in arms}, first, baseline, path)
     include = study.get("include", [])
     if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
         raise ConfigError(f"{_where(path)}: `include` {include!r} must be a list of Markdown file paths")
@@ -192,7 +328,7 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
     return Study(path=path, experiment=experiment, report_dir=Path(study.get("report_dir") or f"reports/{experiment}"),
                  seeds=seeds, arms=arms, base=data, probe=_probe(study.get("probe", DEFAULT_PROBE), path),
                  cells=tuple(cells), cell_arms=tuple(cell_arms), jobs=jobs,
-                 include=tuple(Path(p) for p in include))
+                 include=tuple(Path(p) for p in include), baseline=baseline, hypotheses=hypotheses)
 
 
 def load_study(path: str | Path) -> Study:
