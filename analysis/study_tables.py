@@ -76,6 +76,28 @@ def headline_metrics(values: pd.DataFrame, benchmark: str) -> list[str]:
     return out + ([DISTINCT_CORRECT] if DISTINCT_CORRECT in set(labels) else [])
 
 
+def _metric_rank(metric: str) -> tuple[int, int]:
+    """Table order of metric labels: pass@1, the maj@k, the other pass@k, distinct_correct."""
+    if metric == DISTINCT_CORRECT:
+        return (3, 0)
+    kind, k = parse_metric_label(metric)
+    return (0 if (kind, k) == ("pass", 1) else 1 if kind == "maj" else 2, int(k))
+
+
+def _level_rank(level: str) -> tuple[int, int, str]:
+    return (level != ALL_LEVELS, int(level) if level.isdigit() else 0, level)
+
+
+def _in_table_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted by benchmark (first appearance), level and :func:`_metric_rank`, stably."""
+    first = {b: k for k, b in enumerate(dict.fromkeys(frame["benchmark"]))}
+    key = [(first[b], _level_rank(str(lv)) if "level" in frame else (0,), _metric_rank(m))
+           for b, lv, m in zip(frame["benchmark"], frame["level"] if "level" in frame else [None] * len(frame),
+                               frame["metric"])]
+    order = sorted(range(len(frame)), key=key.__getitem__)
+    return frame.iloc[order].reset_index(drop=True)
+
+
 def _arm_order(values: pd.DataFrame, arms: Sequence[str] | None) -> list[str]:
     present = list(dict.fromkeys(values["arm"]))
     return [a for a in arms if a in present] if arms is not None else present
@@ -183,7 +205,8 @@ def paired_display(paired: pd.DataFrame, arms: Sequence[str] | None = None,
     if part.empty:
         return pd.DataFrame()
     order = _arm_order(part, arms)
-    columns = list(dict.fromkeys(zip(part["benchmark"], part["level"], part["metric"])))
+    ordered = _in_table_order(part)
+    columns = list(dict.fromkeys(zip(ordered["benchmark"], ordered["level"], ordered["metric"])))
     table = pd.DataFrame("", index=pd.Index(order, name="arm"), columns=["pairs", *(_column(b, m, lv)
                                                                                    for b, lv, m in columns)])
     for r in part.itertuples():
@@ -203,7 +226,7 @@ def paired_over_steps(values: pd.DataFrame, baseline: str, metrics_of: dict[str,
         return pd.DataFrame(columns=["arm", "benchmark", "metric", "step", "mean", "lo", "hi", "pairs"])
     out = paired_table(rows[["arm", "seed", "benchmark", "metric", "step", "value"]], baseline,
                        ["benchmark", "metric", "step"])
-    return out[["arm", "benchmark", "metric", "step", "mean", "lo", "hi", "pairs"]]
+    return _in_table_order(out[["arm", "benchmark", "metric", "step", "mean", "lo", "hi", "pairs"]])
 
 
 # --------------------------------------------------------------------------- hypotheses
@@ -238,7 +261,7 @@ def curve_bands(values: pd.DataFrame, metrics_of: dict[str, list[str]], level: s
     benchmark, metric, step, mean, lo, hi, n. ``metrics_of``: benchmark -> the metrics to draw."""
     rows = values[values["level"] == level]
     rows = rows[[m in metrics_of.get(b, ()) for b, m in zip(rows["benchmark"], rows["metric"])]]
-    return over_seeds(rows, ["arm", "benchmark", "metric"])
+    return _in_table_order(over_seeds(rows, ["arm", "benchmark", "metric"]))
 
 
 def passk_bands(values: pd.DataFrame) -> pd.DataFrame:

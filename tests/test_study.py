@@ -130,7 +130,7 @@ def test_shards_split_the_cells_and_included_files_follow_the_report(tmp_path):
     """Every cell falls in exactly one shard; an included file is appended with its headings one level down."""
     from workbench.study import parse_shard, shard_cells
     from workbench.study_spec import load_study
-    from workbench.study_report import _demoted
+    from workbench.study_sections import demoted
 
     arms = [{"name": f"a{k}", "method": "g2rl", "set": {"g2rl.lam": 0.1 * (k + 1)}} for k in range(3)]
     study = load_study(_write(tmp_path, {"experiment": "x", "seeds": [0, 1], "arms": arms, "jobs": 2}))
@@ -141,7 +141,7 @@ def test_shards_split_the_cells_and_included_files_follow_the_report(tmp_path):
     with pytest.raises(Exception, match="--shard '2/2'"):
         parse_shard("2/2")
     text = ["# Reading", "text", "```bash", "# a comment", "```", "## More"]
-    assert _demoted(text) == ["## Reading", "text", "```bash", "# a comment", "```", "### More"]
+    assert demoted(text) == ["## Reading", "text", "```bash", "# a comment", "```", "### More"]
 
 
 def test_the_shipped_default_study_parses(monkeypatch):
