@@ -40,22 +40,19 @@ anything is recorded.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from analysis.paired import parse_metric_label
-from analysis.records import DISTINCT_CORRECT
 from analysis.study_tables import Hypothesis
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
+from workbench.study_hypotheses import parse_hypotheses
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
 STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include", "baseline", "hypotheses")
 ARM_KEYS = ("name", "method", "set", "seeds")
-HYPOTHESIS_KEYS = ("arm", "baseline", "metric", "min_effect", "benchmark", "level", "step")
 DEFAULT_BASELINE = "grpo"
 PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
 DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
@@ -183,94 +180,6 @@ def _baseline(raw: Any, names: list[str], path: str) -> str:
     return raw
 
 
-def evaluation_steps(cfg: WorkbenchConfig) -> list[int]:
-    """The steps a run of ``cfg`` evaluates at: 0 (``eval.initial``), every ``eval.every``, the last
-    (``eval.final``)."""
-    e, steps = cfg.eval, cfg.training.steps
-    out = {0} if e.initial else set()
-    out |= set(range(e.every, steps + 1, e.every)) if e.every else set()
-    return sorted(out | ({steps} if e.final else set()))
-
-
-def benchmark_samples(cfg: WorkbenchConfig) -> dict[str, int]:
-    """The benchmarks a run of ``cfg`` evaluates, as recorded (``task`` is ``<task>_test``), with their samples
-    per problem (``eval.n``, or its ``eval.n_per_benchmark`` entry)."""
-    from workbench.evaluation import TASK_BENCHMARK
-
-    names = [f"{cfg.task.name}_test" if b == TASK_BENCHMARK else b for b in cfg.eval.benchmarks]
-    return {name: cfg.eval.n_per_benchmark.get(name, cfg.eval.n) for name in names}
-
-
-def _hypothesis(raw: Any, where: str, arms: dict[str, Arm], first: dict[str, WorkbenchConfig],
-                baseline: str) -> Hypothesis:
-    """One checked hypothesis; ConfigError naming the bad value and the fix."""
-    example = "e.g. {arm: g2rl, baseline: grpo, metric: pass@32, min_effect: 0.03}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, {example}; got {raw!r}")
-    unknown = sorted(set(raw) - set(HYPOTHESIS_KEYS))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {', '.join(map(repr, unknown))}; a hypothesis has "
-                          f"{', '.join(HYPOTHESIS_KEYS)}")
-    missing = [k for k in ("arm", "metric", "min_effect") if k not in raw]
-    if missing:
-        raise ConfigError(f"{where}: give {', '.join(missing)}, {example}")
-    arm, base = raw["arm"], raw.get("baseline", baseline)
-    for key, name in (("arm", arm), ("baseline", base)):
-        if name not in arms:
-            raise ConfigError(f"{where}: {key} {name!r} is not an arm of the study; name one of {list(arms)}")
-    if arm == base:
-        raise ConfigError(f"{where}: arm and baseline are both {arm!r}; compare an arm with another one")
-    common = sorted(set(arms[arm].seeds) & set(arms[base].seeds))
-    if not common:
-        raise ConfigError(f"{where}: arm {arm!r} (seeds {list(arms[arm].seeds)}) and baseline {base!r} (seeds "
-                          f"{list(arms[base].seeds)}) share no seed, so nothing can be paired; give them common seeds")
-    effect = raw["min_effect"]
-    if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not math.isfinite(effect):
-        raise ConfigError(f"{where}: min_effect {effect!r} must be a number in the metric's unit (a fraction for "
-                          "pass@k and maj@k: 0.03 is 3 points), e.g. min_effect: 0.03")
-    samples = {b: min(benchmark_samples(first[arm]).get(b, 0), benchmark_samples(first[base]).get(b, 0))
-               for b in benchmark_samples(first[base])}
-    benchmark = raw.get("benchmark")
-    if benchmark is None:
-        if len(samples) != 1:
-            raise ConfigError(f"{where}: the study evaluates {list(samples)}; say which with `benchmark:`")
-        benchmark = next(iter(samples))
-    if benchmark not in samples or not samples[benchmark]:
-        raise ConfigError(f"{where}: benchmark {benchmark!r} is not evaluated by both arms; name one of "
-                          f"{[b for b, n in samples.items() if n]}")
-    metric = raw["metric"]
-    try:
-        kind, k = parse_metric_label(metric)
-    except ValueError:
-        raise ConfigError(f"{where}: metric {metric!r} must be pass@k, maj@k or {DISTINCT_CORRECT}, "
-                          "e.g. metric: pass@32") from None
-    if k is not None and k > samples[benchmark]:
-        raise ConfigError(f"{where}: metric {metric!r} needs k <= {samples[benchmark]}, the samples per problem "
-                          f"of {benchmark} (eval.n); use {kind}@{samples[benchmark]} or raise eval.n")
-    level = raw.get("level")
-    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
-        raise ConfigError(f"{where}: level {level!r} must be a problem level (a whole number >= 0, countdown: the "
-                          "fewest steps), or left out for every problem")
-    step = raw.get("step")
-    if step is not None:
-        steps = sorted(set(evaluation_steps(first[arm])) & set(evaluation_steps(first[base])))
-        if isinstance(step, bool) or not isinstance(step, int) or step not in steps:
-            raise ConfigError(f"{where}: step {step!r} is not an evaluation step of both arms; choose one of "
-                              f"{steps}, or leave it out for the last")
-    return Hypothesis(arm=arm, baseline=base, metric=metric, min_effect=float(effect), benchmark=benchmark,
-                      level=level, step=step)
-
-
-def _hypotheses(raw: Any, arms: dict[str, Arm], first: dict[str, WorkbenchConfig], baseline: str,
-                path: str) -> tuple[Hypothesis, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(f"{_where(path)}: `hypotheses` must be a list, e.g. hypotheses: [{{arm: g2rl, "
-                          f"baseline: grpo, metric: pass@32, min_effect: 0.03}}]; got {raw!r}")
-    return tuple(_hypothesis(h, f"{_where(path)}, hypotheses[{k}]", arms, first, baseline) for k, h in enumerate(raw))
-
-
 def parse_study(data: dict[str, Any], path: str) -> Study:
     """The checked study of a parsed study file; raises ConfigError naming the value and the fix."""
     data = dict(data)
@@ -317,7 +226,8 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
         cell_arms += [arm.name] * len(configs)
     baseline = _baseline(study.get("baseline"), names, path)
     first = {name: cfg for cfg, name in zip(reversed(cells), reversed(cell_arms), strict=True)}
-    hypotheses = _hypotheses(study.get("hypotheses"), {a.name: a for a in arms}, first, baseline, path)
+    hypotheses = parse_hypotheses(study.get("hypotheses"), {a.name: a.seeds for a in arms}, first, baseline,
+                                  _where(path))
     include = study.get("include", [])
     if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
         raise ConfigError(f"{_where(path)}: `include` {include!r} must be a list of Markdown file paths")
