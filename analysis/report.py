@@ -199,7 +199,7 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
     return out
 
 
-def _cell(mean: float, lo: float, hi: float, band: str, percent: bool = True) -> str:
+def format_cell(mean: float, lo: float, hi: float, band: str = "ci95", percent: bool = True) -> str:
     """A cell in percent (else a count with two decimals): the mean, then its spread ("± half-width", or
     "(min–max)"); just the mean for one seed."""
     scale, digits = (100.0, 1) if percent else (1.0, 2)
@@ -245,7 +245,7 @@ def report_table(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: 
         cols = list(dict.fromkeys(data["column"]))
         table = pd.DataFrame("", index=pd.Index(methods, name=group_by), columns=["seeds", *cols])
         for r in data.itertuples():
-            table.loc[r.method, r.column] = _cell(r.mean, r.lo, r.hi, band, r.metric != DISTINCT_CORRECT)
+            table.loc[r.method, r.column] = format_cell(r.mean, r.lo, r.hi, band, r.metric != DISTINCT_CORRECT)
         seeds = data.groupby("method")["n_seeds"].max()
         table["seeds"] = [str(int(seeds[m])) for m in methods]
     table.attrs["notes"] = notes

@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.compare import band_over_seeds
 from analysis.paired import metric_label, paired_difference, paired_table, parse_metric_label, verdict
 from analysis.records import DISTINCT_CORRECT
+from analysis.report import format_cell
 from analysis.study_values import ALL_LEVELS
 
 BAND = "ci95"
@@ -63,8 +64,7 @@ def at_step(values: pd.DataFrame, step: int | str) -> pd.DataFrame:
 
 def levels_of(values: pd.DataFrame) -> list[str]:
     """The problem levels the values hold (not ``"all"``), in numeric order."""
-    found = {str(v) for v in values["level"].unique()} - {ALL_LEVELS}
-    return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
+    return sorted({str(v) for v in values["level"].unique()} - {ALL_LEVELS}, key=_level_rank)
 
 
 def headline_metrics(values: pd.DataFrame, benchmark: str) -> list[str]:
@@ -91,11 +91,10 @@ def _level_rank(level: str) -> tuple[int, int, str]:
 def _in_table_order(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` sorted by benchmark (first appearance), level and :func:`_metric_rank`, stably."""
     first = {b: k for k, b in enumerate(dict.fromkeys(frame["benchmark"]))}
-    key = [(first[b], _level_rank(str(lv)) if "level" in frame else (0,), _metric_rank(m))
-           for b, lv, m in zip(frame["benchmark"], frame["level"] if "level" in frame else [None] * len(frame),
-                               frame["metric"])]
-    order = sorted(range(len(frame)), key=key.__getitem__)
-    return frame.iloc[order].reset_index(drop=True)
+    levels = frame["level"].astype(str) if "level" in frame else pd.Series(ALL_LEVELS, index=frame.index)
+    key = [(first[b], _level_rank(lv), _metric_rank(m)) for b, lv, m in zip(frame["benchmark"], levels,
+                                                                          frame["metric"])]
+    return frame.iloc[sorted(range(len(frame)), key=key.__getitem__)].reset_index(drop=True)
 
 
 def _arm_order(values: pd.DataFrame, arms: Sequence[str] | None) -> list[str]:
@@ -114,12 +113,11 @@ def over_seeds(rows: pd.DataFrame, by: Sequence[str], x: str = "step") -> pd.Dat
 
 
 def _cell(mean: float, lo: float, hi: float, n: int, percent: bool) -> str:
-    """"mean ± half-width" (percent: x 100, one decimal; else two decimals); the mean alone for one seed."""
+    """:func:`analysis.report.format_cell` ("mean ± half-width", percent or a count); the mean alone for one
+    seed, "" for none."""
     if math.isnan(mean):
         return ""
-    scale, digits = (100.0, 1) if percent else (1.0, 2)
-    text = f"{scale * mean:.{digits}f}"
-    return text if n < 2 else f"{text} ± {scale * (hi - lo) / 2:.{digits}f}"
+    return format_cell(mean, math.nan if n < 2 else lo, math.nan if n < 2 else hi, BAND, percent)
 
 
 def _column(benchmark: str, metric: str, level: str = ALL_LEVELS) -> str:

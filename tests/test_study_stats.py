@@ -167,7 +167,8 @@ def test_tables_with_and_without_levels(tmp_path):
     with_levels = read_values(write_values(_study_values(levels=True), tmp_path / "v.csv"))
     table = level_table(with_levels, "last", ["grpo", "g2rl"])
     assert list(table.index) == ["grpo", "g2rl"] and table.loc["grpo", "seeds"] == "3"
-    assert [c for c in table.columns if c.endswith("pass@1")] == ["countdown_test L2 pass@1", "countdown_test L3 pass@1"]
+    assert [c for c in table.columns if c.endswith("pass@1")] == ["countdown_test L2 pass@1",
+                                                                   "countdown_test L3 pass@1"]
     rows = with_levels[(with_levels["step"] == 5) & (with_levels["level"] == "3") &
                        (with_levels["metric"] == "maj@4") & (with_levels["arm"] == "g2rl")]["value"]
     mean, half = rows.mean(), stats.t.ppf(0.975, 2) * rows.std(ddof=1) / math.sqrt(3)
