@@ -20,7 +20,7 @@ from scipy import stats
 
 from analysis.geometry import DIRECTION_NAMES, direction_terms, pairs_frame, unit_rows
 from analysis.loaders import stack
-from analysis.records import SCORE_COLUMNS, parse_eval_key
+from analysis.records import SCORE_COLUMNS, parse_eval_key, parse_level_key
 from analysis.passk import (
     maj_at_k_per_problem,
     maj_at_k_table,
@@ -66,6 +66,18 @@ def eval_keys(runs: pd.DataFrame) -> pd.DataFrame:
             rows.append((key, *parsed))
     frame = pd.DataFrame(rows, columns=["key", "benchmark", "kind", "k"])
     return frame.sort_values(["benchmark", "kind", "k"], kind="stable").reset_index(drop=True)
+
+
+def level_eval_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-level ``eval/<benchmark>/level_<L>/<kind>_at_<k>`` metrics present (DESIGN 10): columns key,
+    benchmark, level (int), kind, k; distinct-correct keys are left out (no k)."""
+    rows = []
+    for key in metric_keys(runs, "eval/"):
+        parsed = parse_level_key(key)
+        if parsed is not None and parsed[3] is not None:
+            rows.append((key, *parsed))
+    frame = pd.DataFrame(rows, columns=["key", "benchmark", "level", "kind", "k"])
+    return frame.sort_values(["benchmark", "level", "kind", "k"], kind="stable").reset_index(drop=True)
 
 
 def overview_table(runs: pd.DataFrame, final_metrics: Sequence[str]) -> pd.DataFrame:

@@ -1,7 +1,11 @@
 """The paper's Table 1 from the runs of one experiment (DESIGN 5): ``workbench report`` and the app's pass@k page.
 
-Rows are methods, columns benchmark x {pass@1, maj@16, pass@16}; each cell is
-the mean over seeds and a spread over seeds, in percent like the paper. The
+Rows are methods, columns benchmark x {pass@1, maj@16, pass@16}, then the
+mean distinct correct solutions per problem where runs logged it
+(``eval/<benchmark>/distinct_correct``); ``by_level`` adds the same columns
+for each problem level from the logged ``eval/<benchmark>/level_<L>/...``
+metrics. Each cell is the mean over seeds and a spread over seeds, in percent
+like the paper (distinct correct solutions: a count). The
 spread is :func:`analysis.compare.band_over_seeds`: by default ``ci95``, the
 half-width of the Student-t interval of
 :func:`analysis.passk.mean_ci_over_seeds`; also ``std`` or ``min-max``. Values
@@ -27,12 +31,13 @@ import pandas as pd
 
 from analysis.compare import BAND_KINDS, band_over_seeds
 from analysis.loaders import is_probe, metric_history, runs_table
-from analysis.records import parse_eval_key
+from analysis.records import DISTINCT_CORRECT, distinct_key, parse_eval_key, parse_level_key
 
 METHOD_ORDER = ("grpo", "entropy", "evol_rl", "g2rl")
 BENCHMARK_ORDER = ("math500", "amc", "aime24", "aime25", "gpqa_diamond", "gsm8k", "countdown", "countdown_test", "arithmetic", "arithmetic_test")
-LONG_COLUMNS = ["method", "benchmark", "metric", "k", "mean", "half", "lo", "hi", "n_seeds", "values"]
-_KEYS = ["method", "benchmark", "metric", "k"]
+LONG_COLUMNS = ["method", "benchmark", "level", "metric", "k", "mean", "half", "lo", "hi", "n_seeds", "values"]
+_KEYS = ["method", "benchmark", "level", "metric", "k"]
+ALL_LEVELS = "all"  # the level of a value over every problem
 
 
 def describe_spread(band: str = "ci95", level: float = 0.95) -> str:
@@ -66,23 +71,32 @@ def _finished(runs: pd.DataFrame, notes: list[str], group_by: str = "method") ->
     return runs[~dupes]
 
 
-def _eval_columns(runs: pd.DataFrame) -> dict[tuple[str, str, int], str]:
-    """(benchmark, kind, k) -> column name in the runs table."""
+def _eval_columns(runs: pd.DataFrame, by_level: bool = False) -> dict[tuple[str, str, str, int], str]:
+    """(benchmark, level, kind, k) -> column name in the runs table; level ``"all"`` for every problem, or a
+    problem level (``eval/<benchmark>/level_<L>/...``, only ``by_level``); kind ``distinct_correct`` has k 0."""
     out = {}
     for col in runs.columns:
-        if col.startswith("metric.") and (parsed := parse_eval_key(col.removeprefix("metric."))):
-            out[parsed] = col
+        key = col.removeprefix("metric.")
+        if not col.startswith("metric."):
+            continue
+        if parsed := parse_eval_key(key):
+            out[(parsed[0], ALL_LEVELS, parsed[1], parsed[2])] = col
+        elif key.count("/") == 2 and key == distinct_key(benchmark := key.split("/")[1]):
+            out[(benchmark, ALL_LEVELS, DISTINCT_CORRECT, 0)] = col
+        elif by_level and (level_key := parse_level_key(key)):
+            benchmark, lv, kind, k = level_key
+            out[(benchmark, str(lv), kind, k or 0)] = col
     return out
 
 
-def _pick_k(runs: pd.DataFrame, columns: dict, benchmark: str, kind: str, wanted: int) -> int | None:
-    """The largest logged k <= wanted, preferring one every run with this benchmark has."""
-    ks = sorted((k for (b, kd, k) in columns if b == benchmark and kd == kind and k <= wanted), reverse=True)
+def _pick_k(runs: pd.DataFrame, columns: dict, group: tuple[str, str], kind: str, wanted: int) -> int | None:
+    """The largest logged k <= wanted of a (benchmark, level), preferring one every run with it has."""
+    ks = sorted((k for (b, lv, kd, k) in columns if (b, lv) == group and kd == kind and k <= wanted), reverse=True)
     if not ks:
         return None
-    has_bench = runs[[c for (b, _, _), c in columns.items() if b == benchmark]].notna().any(axis=1)
+    has_bench = runs[[c for (b, lv, _, _), c in columns.items() if (b, lv) == group]].notna().any(axis=1)
     for k in ks:
-        if runs.loc[has_bench, columns[(benchmark, kind, k)]].notna().all():
+        if runs.loc[has_bench, columns[(*group, kind, k)]].notna().all():
             return k
     return ks[0]
 
@@ -101,8 +115,8 @@ def _order(names, preferred: Sequence[str]) -> list[str]:
 
 def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: int = 16,
                 step: int | str = "last", band: str = "ci95", level: float = 0.95,
-                runs: pd.DataFrame | None = None, group_by: str = "method") -> pd.DataFrame:
-    """Tidy numbers behind the table: one row per (method, benchmark, metric) with mean and spread.
+                runs: pd.DataFrame | None = None, group_by: str = "method", by_level: bool = False) -> pd.DataFrame:
+    """Tidy numbers behind the table: one row per (method, benchmark, level, metric) with mean and spread.
 
     ``runs`` is the experiment's runs table (:func:`analysis.loaders.runs_table`)
     or a selection of its rows, when the caller holds it already; None reads
@@ -111,7 +125,11 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
     column whose values are the rows (``arm`` for a study); the column
     ``method`` of the result holds them.
 
-    Columns ``method, benchmark, metric`` ("pass" or "maj"), ``k`` (the k used),
+    ``by_level``: also the logged per-level metrics (``eval/<benchmark>/level_<L>/...``), each level as
+    its own rows; ``level`` (the problem level, not the confidence ``level``) is ``"all"`` otherwise.
+
+    Columns ``method, benchmark, level, metric`` ("pass", "maj" or "distinct_correct", the mean distinct
+    correct solutions per problem, where logged), ``k`` (the k used; 0 for distinct_correct),
     ``mean, half, lo, hi`` (fractions; ``half`` = (hi - lo) / 2; all three NaN
     for one seed), ``n_seeds, values`` (per-seed values). Notes are in
     ``.attrs["notes"]``.
@@ -126,7 +144,7 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
     if runs.empty:
         notes.append(f"experiment {experiment!r} at {uri} has no finished runs")
         return out
-    columns = _eval_columns(runs)
+    columns = _eval_columns(runs, by_level)
     has_eval = runs[list(columns.values())].notna().any(axis=1) if columns else pd.Series(False, index=runs.index)
     for run in runs[~has_eval].itertuples():
         notes.append(f"run {run.run_id[:12]} ({run.row}, seed {run.seed}) has no eval/ metrics: it ran with "
@@ -134,27 +152,32 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
     runs = runs[has_eval]
     if runs.empty:
         return out
-    benchmarks = _order((b for (b, _, _) in columns), BENCHMARK_ORDER)
+    benchmarks = _order((b for (b, _, _, _) in columns), BENCHMARK_ORDER)
+    groups = [(b, lv) for b in benchmarks for lv in sorted({lv for (b2, lv, _, _) in columns if b2 == b},
+                                                          key=lambda v: (v != ALL_LEVELS, v.zfill(4)))]
+    if by_level and all(lv == ALL_LEVELS for _, lv in groups):
+        notes.append("no per-level metrics were logged (runs recorded before problems had levels, or a task "
+                     "without levels), so there is no split by level")
     wanted = [("pass", int(ks[0])), ("maj", int(maj_k)), *[("pass", int(k)) for k in ks[1:]]]
-    rows = []  # (method, benchmark, metric, k, value): one per seed, in table order
+    rows = []  # (method, benchmark, level, metric, k, value): one per seed, in table order
     substituted: dict[tuple[str, int, int | None], list[str]] = {}
-    for benchmark in benchmarks:
+    for group in groups:
         seen = set()
-        for kind, k_wanted in wanted:
-            k = _pick_k(runs, columns, benchmark, kind, k_wanted)
-            if k != k_wanted:
-                substituted.setdefault((kind, k_wanted, k), []).append(benchmark)
+        for kind, k_wanted in [*wanted, (DISTINCT_CORRECT, 0)]:
+            k = _pick_k(runs, columns, group, kind, k_wanted)
+            if k != k_wanted and kind != DISTINCT_CORRECT and group[1] == ALL_LEVELS:
+                substituted.setdefault((kind, k_wanted, k), []).append(group[0])
             if k is None or (kind, k) in seen:
                 continue
             seen.add((kind, k))
-            col = columns[(benchmark, kind, k)]
+            col = columns[(*group, kind, k)]
             for method, block in runs.groupby("row", sort=False):
                 if step == "last":
                     values = block[col].dropna().tolist()
                 else:
                     values = [v for r in block.itertuples() if not math.isnan(v := _value_at(
                         r.run_id, col.removeprefix("metric."), uri, int(step)))]
-                rows += [(method, benchmark, kind, k, float(v)) for v in values]
+                rows += [(method, *group, kind, k, float(v)) for v in values]
     for (kind, k_wanted, k), names in substituted.items():
         if k is None:
             notes.append(f"{', '.join(names)}: no {kind}@k with k <= {k_wanted} was logged")
@@ -176,39 +199,53 @@ def report_data(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: i
     return out
 
 
-def _cell(mean: float, lo: float, hi: float, band: str) -> str:
-    """A cell in percent: the mean, then its spread ("± half-width", or "(min–max)"); just the mean for one seed."""
+def format_cell(mean: float, lo: float, hi: float, band: str = "ci95", percent: bool = True) -> str:
+    """A cell in percent (else a count with two decimals): the mean, then its spread ("± half-width", or
+    "(min–max)"); just the mean for one seed."""
+    scale, digits = (100.0, 1) if percent else (1.0, 2)
+
+    def num(x: float) -> str:
+        return f"{scale * x:.{digits}f}"
+
     if math.isnan(lo):
-        return f"{100 * mean:.1f}"
+        return num(mean)
     if band == "min-max":
-        return f"{100 * mean:.1f} ({100 * lo:.1f}–{100 * hi:.1f})"
-    return f"{100 * mean:.1f} ± {100 * (hi - lo) / 2:.1f}"
+        return f"{num(mean)} ({num(lo)}–{num(hi)})"
+    return f"{num(mean)} ± {num((hi - lo) / 2)}"
+
+
+def column_label(benchmark: str, level: str, metric: str, k: int) -> str:
+    """A table column: ``"<benchmark> pass@1"``, ``"<benchmark> L3 maj@16"``, ``"<benchmark> distinct correct"``."""
+    name = "distinct correct" if metric == DISTINCT_CORRECT else f"{metric}@{k}"
+    return f"{benchmark} {name}" if level == ALL_LEVELS else f"{benchmark} L{level} {name}"
 
 
 def report_table(experiment: str, uri: str, ks: Sequence[int] = (1, 16), maj_k: int = 16,
                  step: int | str = "last", band: str = "ci95", level: float = 0.95,
-                 runs: pd.DataFrame | None = None, group_by: str = "method") -> pd.DataFrame:
+                 runs: pd.DataFrame | None = None, group_by: str = "method", by_level: bool = False) -> pd.DataFrame:
     """The Table 1 layout: index = methods (or the values of ``group_by``, sorted), columns
-    ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ...
+    ``"<benchmark> pass@1"``, ``maj@16``, ``pass@16``, ..., ``distinct correct`` (where logged); with
+    ``by_level`` also the same columns per problem level, ``"<benchmark> L<level> pass@1"``, ...
 
-    Cells are strings in percent, "mean ± half" (``band`` ``ci95`` or ``std``)
-    or "mean (min–max)" (``min-max``); just "mean" for one seed, "" where a
+    Cells are strings in percent (distinct correct: solutions per problem), "mean ± half" (``band``
+    ``ci95`` or ``std``) or "mean (min–max)" (``min-max``); just "mean" for one seed, "" where a
     method lacks the metric. Column ``seeds`` counts the seeds per method.
     ``.attrs["notes"]`` lists what was left out and why; ``.attrs["data"]``
     holds :func:`report_data` (same arguments).
     """
     data = report_data(experiment, uri, ks=ks, maj_k=maj_k, step=step, band=band, level=level, runs=runs,
-                       group_by=group_by)
+                       group_by=group_by, by_level=by_level)
     notes = list(data.attrs["notes"])
     if data.empty:
         table = pd.DataFrame()
     else:
-        data = data.assign(column=[f"{b} {m}@{k}" for b, m, k in zip(data["benchmark"], data["metric"], data["k"])])
+        data = data.assign(column=[column_label(b, lv, m, k) for b, lv, m, k in
+                                   zip(data["benchmark"], data["level"], data["metric"], data["k"])])
         methods = _order(data["method"], METHOD_ORDER if group_by == "method" else ())
         cols = list(dict.fromkeys(data["column"]))
         table = pd.DataFrame("", index=pd.Index(methods, name=group_by), columns=["seeds", *cols])
         for r in data.itertuples():
-            table.loc[r.method, r.column] = _cell(r.mean, r.lo, r.hi, band)
+            table.loc[r.method, r.column] = format_cell(r.mean, r.lo, r.hi, band, r.metric != DISTINCT_CORRECT)
         seeds = data.groupby("method")["n_seeds"].max()
         table["seeds"] = [str(int(seeds[m])) for m in methods]
     table.attrs["notes"] = notes
@@ -222,7 +259,9 @@ def to_markdown(table: pd.DataFrame, experiment: str = "") -> str:
     lines = []
     if experiment:
         spread = describe_spread(table.attrs.get("band", "ci95"), table.attrs.get("level", 0.95))
-        lines += [f"### {experiment}: {spread}, in %", ""]
+        counts = any(str(c).endswith("distinct correct") for c in table.columns)
+        lines += [f"### {experiment}: {spread}, in %{' (distinct correct: solutions per problem)' if counts else ''}",
+                  ""]
     if not table.empty:
         header = [table.index.name or "", *table.columns]
         lines.append("| " + " | ".join(header) + " |")

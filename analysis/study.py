@@ -1,11 +1,13 @@
 """The numbers behind a ``workbench study`` report (DESIGN 10), grouped by arm (tag ``workbench.arm``).
 
 Each function takes the study's runs (:func:`study_runs`) and returns a tidy
-frame for one part of the report: pass@k against k at the first and the last
-evaluation (:func:`passk_bands`), the Figure 2 dynamics over steps
-(:func:`dynamics`), the Figure 3 pairs and summary of the probes
-(:func:`probe_pairs`, :func:`probe_summary`). Bands are over seeds,
-:func:`analysis.compare.band_over_seeds` with the 95 % t-interval.
+frame for one part of the report: per-step training metrics over steps
+(:func:`dynamics`: the rollouts' reward, length and entropy, the group
+outcomes), the Figure 3 pairs and summary of the probes (:func:`probe_pairs`,
+:func:`probe_summary`). Bands are over seeds,
+:func:`analysis.compare.band_over_seeds` with the 95 % t-interval. The
+evaluation tables and figures come from the per-run values instead
+(:mod:`analysis.study_values`, :mod:`analysis.study_tables`).
 
 Pure pandas over :mod:`analysis.loaders`: no torch, no ``workbench``.
 """
@@ -16,8 +18,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from analysis.compare import band_over_seeds, dump_pairs, passk_curves
-from analysis.loaders import EVAL_DIR, artifact_steps, is_probe, load_dumps, metric_history
+from analysis.compare import band_over_seeds, dump_pairs
+from analysis.loaders import is_probe, load_dumps, metric_history
+from analysis.records import metric_key
 
 # The paper's Figure 3 numbers (DESIGN 4): 8 samples on each of the 30 AIME25 problems, Qwen3 models.
 PAPER_FIGURE3 = {
@@ -29,6 +32,9 @@ FIGURE3_METRICS = {"grad_cos_mean": "mean gradient cosine", "neg_frac": "negativ
                    "sem_cos_mean": "semantic cosine"}
 TRAIN_DYNAMICS = {"train/reward": "training reward (rollout accuracy)",
                   "train/completion_len": "completion length (tokens)", "train/entropy": "entropy (nats)"}
+GROUP_OUTCOMES = {metric_key("train", "mixed_groups"): "mixed groups (some correct, some wrong)",
+                  metric_key("train", "all_wrong_groups"): "all-wrong groups",
+                  metric_key("train", "all_correct_groups"): "all-correct groups"}
 BAND = "ci95"
 
 
@@ -47,34 +53,14 @@ def study_runs(runs: pd.DataFrame, arms: Sequence[str]) -> tuple[pd.DataFrame, p
     return newest(runs[~probe]), newest(runs[probe])
 
 
-def passk_bands(train: pd.DataFrame, uri: str) -> pd.DataFrame:
-    """pass@k and maj@k against k per arm, at each run's first evaluation (``stage`` "start", step 0 by
-    default) and its last ("end"): columns arm, stage, benchmark, metric, k, mean, lo, hi, n (seeds)."""
-    rows = []
-    for run in train.itertuples():
-        steps = artifact_steps(run.run_id, uri, EVAL_DIR)
-        for stage, step in (("start", steps[0]), ("end", steps[-1])) if steps else ():
-            curves = passk_curves(load_dumps(run.run_id, uri, [step], folder=EVAL_DIR))
-            rows.append(curves.assign(arm=run.arm, seed=run.seed, stage=stage, eval_step=step))
-    if not rows:
-        return pd.DataFrame(columns=["arm", "stage", "benchmark", "metric", "k", "mean", "lo", "hi", "n"])
-    tidy = pd.concat(rows, ignore_index=True).rename(columns={"k": "step"})  # k plays the band's x axis
-    out = band_over_seeds(tidy, by=["arm", "stage", "benchmark", "metric"], band=BAND)
-    return out.rename(columns={"step": "k"})
-
-
 def dynamics(train: pd.DataFrame, uri: str, keys: Sequence[str]) -> pd.DataFrame:
     """Each metric of ``keys`` over steps per arm: columns arm, key, step, mean, lo, hi, n (seeds)."""
     rows = [metric_history(run.run_id, key, uri).assign(arm=run.arm, key=key)
             for run in train.itertuples() for key in keys]
-    tidy = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["arm", "key", "step", "value"])
+    rows = [r for r in rows if len(r)]  # a key a run did not log
+    tidy = (pd.concat(rows, ignore_index=True).astype({"step": int, "value": float}) if rows
+            else pd.DataFrame(columns=["arm", "key", "step", "value"]))
     return band_over_seeds(tidy, by=["arm", "key"], band=BAND)
-
-
-def held_out_keys(train: pd.DataFrame) -> list[str]:
-    """The held-out accuracy metrics the runs logged: ``eval/<benchmark>/pass_at_1``."""
-    return sorted(c.removeprefix("metric.") for c in train.columns
-                  if c.startswith("metric.eval/") and c.endswith("/pass_at_1") and train[c].notna().any())
 
 
 def probe_pairs(probes: pd.DataFrame, uri: str) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 :func:`build_store` writes, with ``MlflowClient`` only, what ``workbench sweep``
 would record for a grid of methods x seeds: tags, the flattened config as
 params, per-step ``train/``, ``geometry/``, method and ``perf/`` metrics,
-``eval/<benchmark>/{pass,maj}_at_<k>`` metrics, feature dumps
+``eval/<benchmark>/{pass,maj}_at_<k>`` metrics (and the task's ``distinct_correct`` and per-level
+metrics: its problems have levels 2 and 3, aime25's none), feature dumps
 ``features/step_<step:06d>.parquet``, the pair summaries ``summary/pairs.parquet`` (of every step,
 through :class:`analysis.summary.PairSummaries`, as the recorders write them) and eval artifacts
 ``eval/step_<step:06d>.parquet``. Numbers are invented but shaped like the
@@ -37,10 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.geometry import geometry_metrics, unit_rows
-from analysis.passk import maj_at_k_table, pass_at_k_table
-from analysis.records import SUMMARY_PATH
-from analysis.records import eval_key as metric_key
+from analysis.records import EVAL_COLUMNS, SUMMARY_PATH
 from analysis.summary import PairSummaries
+from workbench.evaluation import score
 from workbench.tracking import write_parquet
 from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
 from workbench.tasks.countdown_rules import format_steps
@@ -217,16 +217,19 @@ def _eval_frame(rng, method: str, step: int, steps: int, problems: int, n: int) 
         for p in range(problems):
             difficulty = np.random.default_rng(1000 * p + len(benchmark)).normal(0, 1.5)  # same problems for all
             prob = _sigmoid(offset + 1.5 * step / steps + SKILL[method] - difficulty)
+            level = 2 + p % 2 if benchmark == "task" else None  # the task's problems have levels, aime25's none
             for s in range(n):
                 ok = bool(rng.random() < prob)
                 answer = "42" if ok else (None if rng.random() < 0.2 else str(int(rng.integers(0, 6))))
-                rows.append((step, benchmark, f"{benchmark}-{p:03d}", s, answer, ok))
-    return pd.DataFrame(rows, columns=["step", "benchmark", "problem_id", "sample", "answer", "correct"])
+                solution = f"form-{s % 3}" if ok and benchmark == "task" else None  # aime25: no canonical form
+                rows.append((step, benchmark, f"{benchmark}-{p:03d}", s, answer, ok, level, solution))
+    return pd.DataFrame(rows, columns=list(EVAL_COLUMNS)).astype({"level": "Int64"})
 
 
 def _eval_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    table = pd.concat([pass_at_k_table(frame), maj_at_k_table(frame)])
-    return {metric_key(b, kind, k): float(v) for b, kind, k, v in table.itertuples(index=False)}
+    """What a run logs for an evaluation (:func:`workbench.evaluation.score`): pass@k and maj@k, distinct
+    correct solutions of the task, and both per level of the task's problems."""
+    return score(frame)
 
 
 def _params(method: str, seed: int, dumps: bool, tau: float) -> dict[str, str]:

@@ -346,7 +346,7 @@ def test_passk_step_and_metric_choice(app):
     table = at.dataframe[0].value
     assert set(table.index) == {"grpo", "entropy", "evol_rl", "g2rl"}
     assert list(table.columns) == ["seeds", "aime25 pass@1", "aime25 maj@8", "aime25 pass@8", "task pass@1",
-                                   "task maj@8", "task pass@8"]
+                                   "task maj@8", "task pass@8", "task distinct correct"]
     assert table.loc["g2rl", "seeds"] == "1"  # seed 1 was KILLED: only finished runs count, and the page says so
     assert "1 KILLED" in texts(at.caption)
     fig = chart(at, "aime25")
@@ -358,7 +358,27 @@ def test_passk_step_and_metric_choice(app):
     assert chart(at, "aime25")["layout"]["yaxis"]["title"]["text"] == "maj@k"
     at.selectbox(key="passk_benchmark").set_value("task").run()
     assert not at.exception
-    assert {"pass@1", "maj@8", "pass@8"} <= {c["layout"]["title"]["text"] for c in charts(at)}
+    assert {"pass@1", "maj@8", "pass@8", "distinct correct solutions per problem"} <= {
+        c["layout"]["title"]["text"] for c in charts(at)}
+
+
+def test_passk_splits_by_problem_level(app, store_uri):
+    """The task's problems have levels 2 and 3 (aime25's none): choosing one draws the task's level metrics."""
+    at = open_page(app, "app_pages/passk.py")
+    assert at.selectbox(key="passk_level").options == ["all problems", "level 2", "level 3"]
+    at.selectbox(key="passk_level").set_value("level 3").run()
+    assert not at.exception
+    titles = [c["layout"].get("title", {}).get("text") for c in charts(at)]
+    assert "task, level 3" in titles and "aime25" not in titles and "task" not in titles
+    runs = loaders.runs_table("workbench", store_uri)
+    key = records.level_eval_key("task", 3, "pass", 1)
+    g2rl = next(t for t in chart(at, "task, level 3")["data"] if t["name"] == "g2rl")
+    logged = runs.loc[runs["method"] == "g2rl", f"metric.{key}"]  # each run's last evaluation
+    assert list(values(g2rl["x"])) == [1, 2, 4, 8] and np.isclose(values(g2rl["y"])[0], logged.mean())
+    every = next(t for t in chart(at, "task, level 3")["data"] if t["name"] == "g2rl")
+    at.selectbox(key="passk_level").set_value("all problems").run()
+    overall = next(t for t in chart(at, "task")["data"] if t["name"] == "g2rl")
+    assert not np.allclose(values(overall["y"]), values(every["y"]))
 
 
 # --------------------------------------------------------------------------- samples

@@ -107,7 +107,8 @@ _RECORD_NAME = re.compile(r"\b(features|eval)/step_|step_\d|completions\.json|co
                           r"^mlflow\.parentRunId$")
 _METRIC = re.compile(r"^(train|geometry|perf|probe)/[a-z_/]+$")
 READERS = ["analysis/loaders.py", "analysis/compare.py", "analysis/report.py", "analysis/study.py",
-           "analysis/passk.py", "analysis/geometry.py", *(str(p.relative_to(ROOT)) for p in (ROOT / "app").rglob("*.py"))]
+           "analysis/passk.py", "analysis/geometry.py", "analysis/paired.py", "analysis/study_values.py",
+           "analysis/study_tables.py", *(str(p.relative_to(ROOT)) for p in (ROOT / "app").rglob("*.py"))]
 
 
 def _strings(path: Path):

@@ -262,6 +262,57 @@ def test_report_command_prints_markdown_or_says_there_is_nothing(report_store, t
     assert to_markdown(report_table("nothing-here", report_store[0])).startswith("(no eval metrics")
 
 
+def test_report_by_level_reads_the_logged_level_metrics(tmp_path, monkeypatch, capsys):
+    """Runs logging per-level metrics and distinct correct solutions (as workbench.evaluation.score does): the
+    table splits by level with --by-level; runs without levels say so."""
+    from mlflow.tracking import MlflowClient
+
+    from analysis.records import distinct_key, eval_key, level_eval_key
+    from workbench.tracking import experiment_id
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    exp = experiment_id(client, "levels")
+    truth = {}
+    for seed, shift in enumerate((0.0, 0.02, 0.05)):
+        metrics = {eval_key("countdown_test", "pass", 1): 0.3 + shift, eval_key("countdown_test", "maj", 8): 0.4,
+                   eval_key("countdown_test", "pass", 8): 0.7, distinct_key("countdown_test"): 1.5 + shift}
+        for level, value in ((2, 0.4 + shift), (3, 0.1 + shift)):
+            metrics |= {level_eval_key("countdown_test", level, "pass", 1): value,
+                        level_eval_key("countdown_test", level, "maj", 8): value,
+                        level_eval_key("countdown_test", level, "pass", 8): value,
+                        distinct_key("countdown_test", level): 2 * value}
+            truth.setdefault(level, []).append(value + 0.01)  # the last step's value
+        _log_run(client, exp, "grpo", seed, metrics)
+    plain = report_table("levels", uri)
+    assert list(plain.columns) == ["seeds", "countdown_test pass@1", "countdown_test maj@8", "countdown_test pass@8",
+                                   "countdown_test distinct correct"]
+    mean, lo, hi = mean_ci_over_seeds([1.51, 1.53, 1.56])  # the last step's values
+    assert plain.loc["grpo", "countdown_test distinct correct"] == f"{mean:.2f} ± {(hi - lo) / 2:.2f}"  # a count
+    table = report_table("levels", uri, ks=(1, 8), maj_k=8, by_level=True)
+    assert [c for c in table.columns if "pass@1" in c] == ["countdown_test pass@1", "countdown_test L2 pass@1",
+                                                           "countdown_test L3 pass@1"]
+    for level in (2, 3):
+        mean, lo, hi = mean_ci_over_seeds(truth[level])
+        assert table.loc["grpo", f"countdown_test L{level} maj@8"] == f"{100 * mean:.1f} ± {100 * (hi - lo) / 2:.1f}"
+        mean, lo, hi = mean_ci_over_seeds([2 * v - 0.01 for v in truth[level]])  # logged 2 x value, then + 0.01
+        assert table.loc["grpo", f"countdown_test L{level} distinct correct"] == f"{mean:.2f} ± {(hi - lo) / 2:.2f}"
+    data = table.attrs["data"]
+    assert set(data["level"]) == {"all", "2", "3"} and not table.attrs["notes"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert _main(["report", "--experiment", "levels", "--by-level", "--ks", "1,8", "--maj-k", "8",
+                  "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "countdown_test L3 pass@8" in out and "(distinct correct: solutions per problem)" in out
+    assert set(pd.read_csv(tmp_path / "r" / "table_long.csv", dtype={"level": str})["level"]) == {"all", "2", "3"}
+
+
+def test_report_by_level_without_levels_says_so(report_store):
+    table = report_table("paper", report_store[0], by_level=True)
+    assert "no per-level metrics were logged" in " ".join(table.attrs["notes"])
+    assert list(table.columns) == list(report_table("paper", report_store[0]).columns)
+
+
 # --------------------------------------------------------------------------- eval
 
 

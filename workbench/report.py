@@ -58,6 +58,9 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ks", default="1,16", help="pass@k columns (default 1,16)")
     p.add_argument("--maj-k", type=int, default=16, help="maj@k column (default 16)")
     p.add_argument("--step", default="last", help="eval step to report: 'last' (default) or a step number")
+    p.add_argument("--by-level", action="store_true", help="also split every column by problem level "
+                   "(countdown: the fewest steps; MATH: its level), from the logged eval/<benchmark>/level_<L>/ "
+                   "metrics")
     p.set_defaults(func=cmd_report)
     return p
 
@@ -71,7 +74,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--step {args.step!r} must be 'last' or a step number")
     step = args.step if args.step == "last" else int(args.step)
     uri = tracking_uri()
-    table = report_table(args.experiment, uri, ks=_ks(args.ks), maj_k=args.maj_k, step=step)
+    table = report_table(args.experiment, uri, ks=_ks(args.ks), maj_k=args.maj_k, step=step, by_level=args.by_level)
     print(to_markdown(table, args.experiment), end="")
     if table.empty:
         print(f"\nNothing to report for experiment {args.experiment!r} at {uri}: no finished run has eval "

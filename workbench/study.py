@@ -164,7 +164,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     failed = 0
     if not args.report_only:
         _check_probe(study)
-        console.print(f"Study: {len(study.arms)} arms x {len(study.seeds)} seeds = {len(study.cells)} cells in "
+        console.print(f"Study: {study.grid_text()} = {len(study.cells)} cells in "
                       f"experiment {study.experiment!r} at {tracking_uri()}")
         t0 = time.perf_counter()
         with sigterm_as_interrupt():

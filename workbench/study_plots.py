@@ -1,22 +1,27 @@
 """The figures of a ``workbench study`` report, each as a PNG (matplotlib) and an interactive HTML (plotly).
 
-Every function takes the tidy frames of :mod:`analysis.study`, writes
-``<name>.png`` and ``<name>.html`` into the report folder and returns the two
-file names. Lines are the mean over seeds, shaded bands the 95 % t-interval.
+Every function takes the tidy frames of :mod:`analysis.study` and
+:mod:`analysis.study_tables`, writes ``<name>.png`` and ``<name>.html`` into
+the report folder and returns the two file names. Lines are the mean over
+seeds, shaded bands the 95 % t-interval (for paired differences, the paired
+one). :func:`small_multiples` draws every grid of line panels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.study import FIGURE3_METRICS, TRAIN_DYNAMICS
+from analysis.records import DISTINCT_CORRECT
+from analysis.study import FIGURE3_METRICS
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
+UNIT = (-0.02, 1.02)  # the axis of a share (pass@k, maj@k, group shares)
 STAGE_DASH = {"start": ("--", "dash"), "end": ("-", "solid")}
 
 
@@ -58,55 +63,104 @@ def _band(ax, fig, part: pd.DataFrame, x: str, label: str, color: str, dash: tup
                                            "%{customdata[2]} seeds"), row=row, col=col)
 
 
-def passk_figure(bands: pd.DataFrame, arms: Sequence[str], out: Path) -> list[str]:
-    """pass@k (and maj@k) against k, one panel per benchmark x metric; dashed = step 0, solid = the end."""
+@dataclass(frozen=True)
+class Panel:
+    """One subplot: its title, the rows it draws (columns arm, the x column, mean, lo, hi, n, and ``stage``
+    where dashed and solid lines differ) and its axes."""
+
+    title: str
+    rows: pd.DataFrame
+    y_title: str = ""
+    log_x: bool = False
+    zero_line: bool = False
+    y_range: tuple[float, float] | None = None  # the axis shown (a band may reach past a bounded metric's range)
+
+
+def small_multiples(panels: Sequence[Panel], arms: Sequence[str], out: Path, name: str, title: str, *, x: str,
+                    x_title: str, columns: int = 4) -> list[str]:
+    """Panels in a grid, a line with its band per arm (and stage) in each; ``<name>.png`` and ``.html``."""
     import matplotlib.pyplot as plt
     from plotly.subplots import make_subplots
 
-    panels = sorted(set(bands[["benchmark", "metric"]].itertuples(index=False, name=None)),
-                    key=lambda p: (p[0], p[1] != "pass"))  # pass@k before maj@k
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    html = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"{b}: {m}@k" for b, m in panels])
-    for c, (benchmark, metric) in enumerate(panels):
-        ax = axes[0][c]
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    html = make_subplots(rows=rows, cols=cols, subplot_titles=[p.title for p in panels])
+    for i, panel in enumerate(panels):
+        r, c = divmod(i, cols)
+        ax = axes[r][c]
+        stages = list(dict.fromkeys(panel.rows["stage"])) if "stage" in panel.rows else [None]
         for arm in arms:
-            for stage in ("start", "end"):
-                part = bands[(bands["benchmark"] == benchmark) & (bands["metric"] == metric) &
-                             (bands["arm"] == arm) & (bands["stage"] == stage)]
+            for stage in stages:
+                part = panel.rows[(panel.rows["arm"] == arm) & ((panel.rows["stage"] == stage) if stage else True)]
                 if len(part):
-                    _band(ax, html, part, "k", f"{arm} ({stage})", _color(arms, arm), STAGE_DASH[stage], 1, c + 1,
-                          legend=c == 0)
-        ax.set(xscale="log", xlabel="k", ylabel=f"{metric}@k", title=f"{benchmark}: {metric}@k "
-               "(dashed: step 0, solid: end)")
-        ax.set_xscale("log", base=2)
+                    label = f"{arm} ({stage})" if stage else arm
+                    _band(ax, html, part, x, label, _color(arms, arm), STAGE_DASH[stage or "end"], r + 1, c + 1,
+                          legend=i == 0)
+        if panel.zero_line:
+            ax.axhline(0.0, color="black", linewidth=0.8)
+            html.add_hline(y=0.0, line_color="black", line_width=1, row=r + 1, col=c + 1)
+        if panel.y_range is not None:
+            ax.set_ylim(*panel.y_range)
+            html.update_yaxes(range=list(panel.y_range), row=r + 1, col=c + 1)
+        if panel.log_x:
+            ax.set_xscale("log", base=2)
+            html.update_xaxes(type="log", row=r + 1, col=c + 1)
+        ax.set(xlabel=x_title, ylabel=panel.y_title, title=panel.title)
+        ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, ncol=2)
-    html.update_xaxes(type="log", title_text="k")
-    html.update_layout(height=480, width=620 * len(panels), title="pass@k against k, mean and 95 % CI over seeds")
-    return _save(fig, html, out, "passk")
+    for j in range(len(panels), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    axes[0][0].legend(fontsize=6, ncol=2 if "stage" in panels[0].rows else 1)
+    html.update_xaxes(title_text=x_title)
+    html.update_layout(height=380 * rows, width=480 * cols, title=title)
+    return _save(fig, html, out, name)
 
 
-def dynamics_figure(dyn: pd.DataFrame, held_out: Sequence[str], arms: Sequence[str], out: Path) -> list[str]:
-    """Figure 2: held-out accuracy, completion length and entropy over steps per arm."""
-    import matplotlib.pyplot as plt
-    from plotly.subplots import make_subplots
+def passk_figure(bands: pd.DataFrame, arms: Sequence[str], out: Path) -> list[str]:
+    """pass@k and maj@k against every k, a row per level ("all" first), a column per benchmark x metric;
+    dashed = each run's first evaluation, solid = its last; bands over seeds."""
+    panels = []
+    levels = sorted(set(bands["level"]), key=lambda v: (v != "all", v.zfill(4)))
+    for level in levels:
+        for benchmark in dict.fromkeys(bands["benchmark"]):
+            for metric in ("pass", "maj"):
+                part = bands[(bands["level"] == level) & (bands["benchmark"] == benchmark) &
+                             (bands["metric"] == metric)]
+                if len(part):
+                    where = "all problems" if level == "all" else f"level {level}"
+                    panels.append(Panel(f"{benchmark}, {where}: {metric}@k", part, f"{metric}@k", log_x=True,
+                                        y_range=UNIT))
+    return small_multiples(panels, arms, out, "passk", "pass@k and maj@k against k (dashed: first evaluation, "
+                           "solid: last), mean and 95 % CI over seeds", x="k", x_title="k",
+                           columns=2 * bands["benchmark"].nunique())
 
-    titles = {**{k: f"held-out {k.split('/')[1]} pass@1" for k in held_out}, **TRAIN_DYNAMICS}
-    keys = [k for k in titles if (dyn["key"] == k).any()]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4), squeeze=False)
-    html = make_subplots(rows=1, cols=len(keys), subplot_titles=[titles[k] for k in keys])
-    for c, key in enumerate(keys):
-        ax = axes[0][c]
-        for arm in arms:
-            part = dyn[(dyn["key"] == key) & (dyn["arm"] == arm)]
-            if len(part):
-                _band(ax, html, part, "step", arm, _color(arms, arm), STAGE_DASH["end"], 1, c + 1, legend=c == 0)
-        ax.set(xlabel="step", title=titles[key])
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    html.update_xaxes(title_text="step")
-    html.update_layout(height=450, width=520 * len(keys), title="training dynamics, mean and 95 % CI over seeds")
-    return _save(fig, html, out, "dynamics")
+
+def curves_figure(bands: pd.DataFrame, arms: Sequence[str], out: Path) -> list[str]:
+    """Figure 2: the held-out metrics (pass@1, maj@n, pass@n, distinct correct) over training steps per arm."""
+    panels = [Panel(f"held-out {b}: {m.replace('_', ' ')}", part, m.replace("_", " "),
+                    y_range=None if m == DISTINCT_CORRECT else UNIT)
+              for (b, m), part in bands.groupby(["benchmark", "metric"], sort=False)]
+    return small_multiples(panels, arms, out, "curves", "held-out metrics over training, mean and 95 % CI over "
+                           "seeds", x="step", x_title="step")
+
+
+def paired_figure(paired: pd.DataFrame, arms: Sequence[str], baseline: str, out: Path) -> list[str]:
+    """Each arm minus the baseline over training steps, with the paired 95 % interval; 0 = no difference."""
+    frame = paired.assign(n=paired["pairs"]).fillna({"lo": paired["mean"], "hi": paired["mean"]})
+    panels = [Panel(f"{b}: {m.replace('_', ' ')} - {baseline}", part, "difference", zero_line=True)
+              for (b, m), part in frame.groupby(["benchmark", "metric"], sort=False)]
+    return small_multiples(panels, arms, out, "paired", f"paired difference to {baseline} over training "
+                           "(mean over seeds, paired t 95 % interval)", x="step", x_title="step")
+
+
+def dynamics_figure(dyn: pd.DataFrame, titles: dict[str, str], arms: Sequence[str], out: Path,
+                    name: str = "dynamics", title: str = "training dynamics",
+                    y_range: tuple[float, float] | None = None) -> list[str]:
+    """Per-step metrics over training per arm, one panel per key of ``titles`` the runs logged."""
+    panels = [Panel(titles[k], dyn[dyn["key"] == k], y_range=y_range) for k in titles if (dyn["key"] == k).any()]
+    return small_multiples(panels, arms, out, name, f"{title}, mean and 95 % CI over seeds", x="step",
+                           x_title="step")
 
 
 def figure3(pairs: pd.DataFrame, summary: pd.DataFrame, arms: Sequence[str], out: Path) -> list[str]:

@@ -1,19 +1,22 @@
-"""The report folder of a ``workbench study``: ``README.md`` with its tables, and the figures of
-:mod:`workbench.study_plots` as PNG and HTML. Everything is read back from the tracking store, so
-``--report-only`` rewrites the same report without training.
+"""The report folder of a ``workbench study`` (DESIGN 10): ``README.md`` with its tables, the per-run CSV
+they are recomputed from, and the figures of :mod:`workbench.study_plots` as PNG and HTML.
+
+Everything is read back from the tracking store, so ``--report-only`` rewrites
+the same report without training. The evaluation numbers come from the runs'
+evaluation artifacts through :func:`analysis.study_values.run_values`; the
+report writes them as ``per_run.csv`` and computes every table from them
+(:mod:`analysis.study_tables`), so the CSV reproduces the report. The sections
+are :mod:`workbench.study_sections`.
 """
 
 from __future__ import annotations
 
-import math
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 from workbench.study_spec import Study
-
-PROBE_COLUMNS = {"grad_cos_mean": "mean g", "neg_frac": "neg share", "sem_cos_mean": "semantic cos"}
 
 
 def git_commit() -> str:
@@ -41,70 +44,108 @@ def stored_seconds(run_ids: list[str], uri: str) -> float:
     return total
 
 
-def _markdown_table(frame: pd.DataFrame) -> list[str]:
-    header = [frame.index.name or "", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * len(frame.columns)) + " |"]
-    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in frame.iterrows()]
-    return lines
+def _header(study: Study, command: str, wall_s: float | None, train: pd.DataFrame, probes: pd.DataFrame,
+            seconds: float) -> list[str]:
+    invocation = f"{wall_s:.0f} s ({wall_s / 60:.1f} min) for this invocation; " if wall_s else ""
+    return [f"# Study `{study.experiment}`", "",
+            f"- command: `{command}`",
+            f"- config: `{study.path}`",
+            f"- commit: `{git_commit()}`",
+            f"- wall time: {invocation}{seconds:.0f} s ({seconds / 60:.1f} min) summed over the {len(train)} training "
+            f"runs and {len(probes)} probes in the store",
+            f"- runs: {len(train)} finished of {len(study.cells)} cells ({study.grid_text()}), experiment "
+            f"`{study.experiment}`", ""]
 
 
-def _arms_section(study: Study) -> list[str]:
-    lines = ["| arm | method | overrides |", "| --- | --- | --- |"]
-    lines += [f"| {a.name} | {a.method} | {', '.join(f'`{o}`' for o in a.overrides) or '(the base config)'} |"
-              for a in study.arms]
-    return lines
+def _figure(name: str, caption: str, alt: str) -> list[str]:
+    return [caption, "", f"![{alt}]({name}.png)", "", f"Interactive: [{name}.html]({name}.html)", ""]
 
 
-def _table1(study: Study, train: pd.DataFrame, uri: str) -> tuple[list[str], dict[str, pd.DataFrame]]:
-    from analysis.report import report_table
+def _evaluation_sections(study: Study, values: pd.DataFrame, arms: list[str], out: Path) -> tuple[list[str], list[str]]:
+    """Table 1, the hypotheses, the paired and level tables and the evaluation figures; (lines, files)."""
+    from analysis.study_tables import (curve_bands, headline_metrics, hypothesis_rows, paired_over_steps,
+                                       paired_rows, passk_bands)
+    from workbench import study_sections as sec
+    from workbench.study_plots import curves_figure, paired_figure, passk_figure
 
-    n = study.cells[0].eval.n
-    tables, lines = {}, []
-    for label, step in (("step 0", 0), ("the end", "last")):
-        table = report_table(study.experiment, uri, ks=(1, n), maj_k=n, step=step, runs=train, group_by="arm")
+    files: list[str] = []
+    results = hypothesis_rows(values, study.hypotheses)
+    results.to_csv(out / "hypotheses.csv", index=False)
+    lines = ["## Hypotheses (pre-registered in the study file)", "", *sec.hypotheses_section(results), ""]
+    table_lines, tables = sec.table1_section(values, arms)
+    lines += ["## Table 1: held-out pass@1, maj@n, pass@n and distinct correct solutions per arm", "", *table_lines]
+    for stage, table in tables.items():
         if not table.empty:
-            table = table.reindex([a.name for a in study.arms if a.name in table.index])
-        tables[label] = table
-        lines += [f"**At {label}** (mean ± 95 % CI half-width over seeds, in %):", ""]
-        lines += _markdown_table(table) if not table.empty else ["(no eval metrics)"]
-        lines += [*[f"- {note}" for note in table.attrs.get("notes", [])], ""]
-    return lines, tables
+            table.to_csv(out / f"table_{stage}.csv")
+    paired = paired_rows(values, study.baseline)
+    paired.to_csv(out / "paired_end.csv", index=False)
+    lines += [f"## Paired differences to `{study.baseline}`", "", *sec.paired_section(paired, study, arms)]
+    lines += ["## By problem level", "", *sec.levels_section(values, arms)]
+    metrics_of = {b: headline_metrics(values, b) for b in values["benchmark"].unique()}
+    bands = curve_bands(values, metrics_of)
+    if len(bands):
+        files += curves_figure(bands, arms, out)
+        steps = values["step"].nunique()
+        lines += ["## Figure 2: held-out metrics over training", "",
+                  *_figure("curves", f"At each of the {steps} evaluation steps; lines: mean over seeds, bands: 95 % "
+                           "t-interval over seeds.", "held-out curves")]
+        diffs = paired_over_steps(values, study.baseline, metrics_of)
+        if diffs["pairs"].gt(0).any():
+            files += paired_figure(diffs, arms, study.baseline, out)
+            lines += _figure("paired", f"Each arm minus `{study.baseline}` at every evaluation step, with the paired "
+                             "95 % interval over the common seeds.", "paired differences")
+    passk = passk_bands(values)
+    if len(passk):
+        files += passk_figure(passk, arms, out)
+        passk.to_csv(out / "passk.csv", index=False)
+        lines += ["## pass@k and maj@k against k, at the first and the last evaluation", "",
+                  *_figure("passk", "Every k = 1..n; dashed: each run's first evaluation (step 0), solid: its last; "
+                           "bands: 95 % CI over seeds; a row per problem level where the rows carry one.", "pass@k")]
+    return lines, files
 
 
-def _fmt(mean: float, lo: float, hi: float, n: int) -> str:
-    if math.isnan(mean):
-        return ""
-    return f"{mean:.3f}" if n < 2 else f"{mean:.3f} ± {(hi - lo) / 2:.3f}"
+def _training_sections(train: pd.DataFrame, uri: str, arms: list[str], out: Path) -> tuple[list[str], list[str]]:
+    """The group outcomes (where logged) and the training dynamics; (lines, files)."""
+    from analysis.study import GROUP_OUTCOMES, TRAIN_DYNAMICS, dynamics
+    from workbench.study_plots import UNIT, dynamics_figure
+
+    lines, files = [], []
+    logged = {k: v for k, v in GROUP_OUTCOMES.items() if f"metric.{k}" in train}
+    if logged:
+        files += dynamics_figure(dynamics(train, uri, list(logged)), logged, arms, out, "groups",
+                                 "shares of the training groups by outcome", y_range=UNIT)
+        lines += ["## Group outcomes during training", "",
+                  *_figure("groups", "Shares of each step's groups whose completions were all correct, all wrong, "
+                           "or mixed (only mixed groups carry GRPO's advantage); bands: 95 % CI over seeds.",
+                           "group outcomes")]
+    dyn = dynamics(train, uri, list(TRAIN_DYNAMICS))
+    if len(dyn):
+        files += dynamics_figure(dyn, TRAIN_DYNAMICS, arms, out)
+        lines += ["## Training dynamics", "",
+                  *_figure("dynamics", "Reward, completion length and entropy of the training rollouts at every "
+                           "step; bands: 95 % CI over seeds.", "dynamics")]
+    return lines, files
 
 
-def _figure3_table(summary: pd.DataFrame, study: Study) -> list[str]:
-    rows = []
-    for arm in study.arms:
-        part = summary[summary["arm"] == arm.name].set_index("metric")
-        if part.empty:
-            continue
-        cells = []
-        for metric in PROBE_COLUMNS:
-            r = part.loc[metric] if metric in part.index else None
-            ours = "" if r is None else _fmt(r["mean"], r["lo"], r["hi"], int(r["n"]))
-            paper = "" if r is None or math.isnan(r["paper"]) else f"{r['paper']:.3f}"
-            cells += [ours, paper]
-        seeds = int(part["n"].max())
-        rows.append(f"| {arm.name} | {arm.method} | {seeds} | " + " | ".join(cells) + " |")
-    if not rows:
-        return ["(no finished probes)"]
-    head = " | ".join(f"{name} | paper {name}" for name in PROBE_COLUMNS.values())
-    return [f"| arm | method | probes | {head} |", "| --- | --- | ---: |" + " ---: |" * (2 * len(PROBE_COLUMNS)),
-            *rows]
+def _probe_section(study: Study, probes: pd.DataFrame, uri: str, arms: list[str], out: Path) -> tuple[list[str],
+                                                                                                        list[str]]:
+    from analysis.study import probe_pairs, probe_summary
+    from workbench.study_plots import figure3
+    from workbench.study_sections import figure3_table
 
-
-def _demoted(lines: list[str]) -> list[str]:
-    """Markdown ``lines`` with every heading one level lower (``#`` -> ``##``), fenced code left alone."""
-    out, fenced = [], False
-    for line in lines:
-        fenced ^= line.startswith("```")
-        out.append("#" + line if not fenced and line.startswith("#") else line)
-    return out
+    summary = probe_summary(probes, {a.name: a.method for a in study.arms})
+    benchmark, n = study.probe["benchmark"], study.probe["n"]
+    lines = [f"## Figure 3: geometry of the final checkpoints (probe `{benchmark}`, {n} samples per problem, "
+             f"{study.probe['max_problems'] or 'every'} problems)", "",
+             "Ours: mean ± 95 % CI over seeds of each probe's logged `geometry/*`. The paper's: 8 samples on "
+             "each of the 30 AIME25 problems from Qwen3 models, so a different model and benchmark.", "",
+             *figure3_table(summary, study), ""]
+    files: list[str] = []
+    if len(probes):
+        summary.to_csv(out / "figure3.csv", index=False)
+        files += figure3(probe_pairs(probes, uri), summary, arms, out)
+        lines += ["![Figure 3](figure3.png)", "", "Interactive: [figure3.html](figure3.html)", ""]
+    return lines, files
 
 
 def write_study_report(study: Study, uri: str, *, command: str, wall_s: float | None) -> list[Path]:
@@ -116,59 +157,33 @@ def write_study_report(study: Study, uri: str, *, command: str, wall_s: float | 
 
     matplotlib.use("Agg")
     from analysis.loaders import runs_table
-    from analysis.study import dynamics, held_out_keys, passk_bands, probe_pairs, probe_summary, study_runs
-    from analysis.study import TRAIN_DYNAMICS
-    from workbench.study_plots import dynamics_figure, figure3, passk_figure
+    from analysis.study import study_runs
+    from analysis.study_values import read_values, run_values, write_values
+    from workbench import study_sections as sec
 
     out = Path(study.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms = [a.name for a in study.arms]
     train, probes = study_runs(runs_table(study.experiment, uri), arms)
-    files: list[str] = []
-    seconds = stored_seconds([*train["run_id"], *probes["run_id"]], uri)
-    lines = [f"# Study `{study.experiment}`", "",
-             f"- command: `{command}`",
-             f"- config: `{study.path}`",
-             f"- commit: `{git_commit()}`",
-             f"- wall time: {'%.0f s (%.1f min) for this invocation; ' % (wall_s, wall_s / 60) if wall_s else ''}"
-             f"{seconds:.0f} s ({seconds / 60:.1f} min) summed over the {len(train)} training runs and "
-             f"{len(probes)} probes in the store",
-             f"- runs: {len(train)} finished of {len(study.cells)} cells ({len(arms)} arms x {len(study.seeds)} "
-             f"seeds {list(study.seeds)}), experiment `{study.experiment}`",
-             "", "## Arms", "", *_arms_section(study), ""]
-    table_lines, tables = _table1(study, train, uri)
-    lines += ["## Table 1: held-out pass@1, maj@n, pass@n per arm", "", *table_lines]
-    for label, table in tables.items():
-        if not table.empty:
-            table.to_csv(out / f"table_{'start' if label == 'step 0' else 'end'}.csv")
-    bands = passk_bands(train, uri)
-    if len(bands):
-        files += passk_figure(bands, arms, out)
-        bands.to_csv(out / "passk.csv", index=False)
-        lines += ["## pass@k against k, at step 0 and at the end", "",
-                  "Dashed: the first evaluation (step 0), solid: the last; bands: 95 % CI over seeds.", "",
-                  "![pass@k](passk.png)", "", "Interactive: [passk.html](passk.html)", ""]
+    lines = _header(study, command, wall_s, train, probes, stored_seconds([*train["run_id"], *probes["run_id"]], uri))
+    lines += ["## Arms", "", *sec.arms_section(study), ""]
+    computed = run_values(train, uri)
+    files = [write_values(computed, out / sec.VALUES_CSV).name]
+    values = read_values(out / sec.VALUES_CSV)  # the tables are made from the CSV as written
+    lines += [f"- {note}" for note in computed.attrs["notes"]] + ([""] if computed.attrs["notes"] else [])
+    if len(values):
+        part, written = _evaluation_sections(study, values, arms, out)
+        lines += part
+        files += written
+    else:
+        lines += ["(no evaluation artifacts in the store: no tables)", ""]
+    part, written = _training_sections(train, uri, arms, out)
+    lines, files = lines + part, files + written
     if study.probe is not None:
-        summary = probe_summary(probes, {a.name: a.method for a in study.arms})
-        benchmark, n = study.probe["benchmark"], study.probe["n"]
-        lines += [f"## Figure 3: geometry of the final checkpoints (probe `{benchmark}`, {n} samples per problem, "
-                  f"{study.probe['max_problems'] or 'every'} problems)", "",
-                  "Ours: mean ± 95 % CI over seeds of each probe's logged `geometry/*`. The paper's: 8 samples on "
-                  "each of the 30 AIME25 problems from Qwen3 models, so a different model and benchmark.", "",
-                  *_figure3_table(summary, study), ""]
-        if len(probes):
-            summary.to_csv(out / "figure3.csv", index=False)
-            files += figure3(probe_pairs(probes, uri), summary, arms, out)
-            lines += ["![Figure 3](figure3.png)", "", "Interactive: [figure3.html](figure3.html)", ""]
-    held_out = held_out_keys(train)
-    dyn = dynamics(train, uri, [*held_out, *TRAIN_DYNAMICS])
-    if len(dyn):
-        files += dynamics_figure(dyn, held_out, arms, out)
-        lines += ["## Figure 2: training dynamics", "",
-                  "Held-out pass@1 at the evaluation steps, completion length and entropy of the training "
-                  "rollouts at every step; bands: 95 % CI over seeds.", "",
-                  "![dynamics](dynamics.png)", "", "Interactive: [dynamics.html](dynamics.html)", ""]
+        part, written = _probe_section(study, probes, uri, arms, out)
+        lines, files = lines + part, files + written
+    lines += ["## The per-run CSV", "", *sec.values_section(values), ""]
     for path in study.include:
-        lines += [f"<!-- included from {path} -->", "", *_demoted(path.read_text().splitlines()), ""]
+        lines += [f"<!-- included from {path} -->", "", *sec.demoted(path.read_text().splitlines()), ""]
     (out / "README.md").write_text("\n".join(lines))
     return [out / "README.md", *(out / f for f in files)]

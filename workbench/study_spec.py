@@ -7,33 +7,53 @@ A study file is a run config (the sections of ``workbench run``: ``model``,
     report_dir: docs/study           # the report folder (relative to the working directory)
     seeds: [0, 1, 2, 3, 4]
     probe: {benchmark: task, n: 8, max_problems: 64}   # or `probe: null` for none
+    baseline: grpo                   # the arm the others are paired with (default: grpo, else the first arm)
     arms:
       - name: grpo
         method: grpo
+        seeds: [0, 1, 2, 3, 4, 5, 6, 7]   # this arm's own seeds (default: the study's `seeds`)
       - name: g2rl-eq12
         method: g2rl
         set: {g2rl.scaler: eq12, g2rl.lam: 1}   # `--set`-style overrides of this arm (or a list of "k=v")
+    hypotheses:                      # pre-registered: arm - baseline on metric > min_effect
+      - {arm: g2rl-eq12, metric: pass@32, min_effect: 0.03}
+      - {arm: g2rl-eq12, baseline: grpo, metric: pass@1, min_effect: -0.01, level: 3, step: 100}
 
 An arm is a sweep cell whose config differs: cell configs are built by
 :func:`workbench.sweep.cell_configs`, one arm at a time, so they resolve
-exactly as ``workbench sweep --set ...`` would. :func:`load_study` checks every
-value (and builds every cell's config) before anything is recorded.
+exactly as ``workbench sweep --set ...`` would. A cell is an (arm, seed) of the
+arm's seeds, identified as a sweep's (method, seed, config hash) plus its arm's
+tag, so adding seeds to an arm later trains only the new cells.
+
+A hypothesis names an ``arm``, a ``baseline`` (default: the study's), a
+``metric`` (``pass@k`` or ``maj@k`` with k <= the benchmark's samples per
+problem, or ``distinct_correct``) and a ``min_effect`` (a number, in the
+metric's unit: fractions for pass@k and maj@k); optionally a ``benchmark``
+(default: the study's one evaluation benchmark, e.g. ``countdown_test``), a
+``level`` (default: every problem) and an evaluation ``step`` (default: the
+last). The report gives each its verdict (:func:`analysis.paired.verdict`).
+
+:func:`load_study` checks every value (and builds every cell's config) before
+anything is recorded.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from analysis.study_tables import Hypothesis
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
+from workbench.study_hypotheses import parse_hypotheses
 from workbench.sweep import CELL_KEYS, cell_configs, config_hash
 
-STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include")
-ARM_KEYS = ("name", "method", "set")
+STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include", "baseline", "hypotheses")
+ARM_KEYS = ("name", "method", "set", "seeds")
+DEFAULT_BASELINE = "grpo"
 PROBE_KEYS = ("benchmark", "n", "max_problems", "data_dir")
 DEFAULT_PROBE = {"benchmark": "task", "n": 8, "max_problems": None, "data_dir": None}
 
@@ -43,6 +63,7 @@ class Arm:
     name: str
     method: str
     overrides: tuple[str, ...] = ()  # ``key.path=value``, applied after the base config
+    seeds: tuple[int, ...] = ()  # its own seeds; () until parse_study fills in the study's
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,18 @@ class Study:
     cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
     jobs: int = 1  # cells trained at once, each in its own process
     include: tuple[Path, ...] = ()  # Markdown files appended to the report (a reading of it, related probes)
+    baseline: str = DEFAULT_BASELINE  # the arm every other is paired with
+    hypotheses: tuple[Hypothesis, ...] = ()  # pre-registered, in the file's order
+
+    def arm_cells(self, arm: str) -> list[WorkbenchConfig]:
+        """The cell configs of one arm, in its seeds' order."""
+        return [cfg for cfg, name in zip(self.cells, self.cell_arms, strict=True) if name == arm]
+
+    def grid_text(self) -> str:
+        """"7 arms x 5 seeds [0, ..., 4]", or per arm where their seeds differ ("grpo x 8, entropy x 4 ...")."""
+        if len({a.seeds for a in self.arms}) == 1:
+            return f"{len(self.arms)} arms x {len(self.arms[0].seeds)} seeds {list(self.arms[0].seeds)}"
+        return ", ".join(f"{a.name} x {len(a.seeds)} seeds" for a in self.arms)
 
 
 def _where(path: str) -> str:
@@ -99,21 +132,21 @@ def _arm(raw: Any, k: int, path: str) -> Arm:
     for text in overrides:
         key = text.split("=", 1)[0].strip()
         if key in CELL_KEYS:
-            raise ConfigError(f"{where} ({name}): `set` may not set {key}; the arm's `method` and the study's "
-                              "`seeds` set it")
-    return Arm(name.strip(), method, overrides)
+            raise ConfigError(f"{where} ({name}): `set` may not set {key}; the arm's `method` and its `seeds` "
+                              "(or the study's) set it")
+    seeds = _seeds(raw["seeds"], f"{where} ({name})") if "seeds" in raw else ()
+    return Arm(name.strip(), method, overrides, seeds)
 
 
-def _seeds(raw: Any, path: str) -> tuple[int, ...]:
+def _seeds(raw: Any, where: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{_where(path)}: `seeds` {raw!r} must be a non-empty list of integers, "
-                          "e.g. seeds: [0, 1, 2]")
+        raise ConfigError(f"{where}: `seeds` {raw!r} must be a non-empty list of integers, e.g. seeds: [0, 1, 2]")
     bad = [s for s in raw if not isinstance(s, int) or isinstance(s, bool) or s < 0]
     if bad:
-        raise ConfigError(f"{_where(path)}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
+        raise ConfigError(f"{where}: seeds {bad!r} are not non-negative integers; e.g. seeds: [0, 1, 2]")
     dupes = sorted({s for s in raw if raw.count(s) > 1})
     if dupes:
-        raise ConfigError(f"{_where(path)}: seeds {dupes} are listed more than once")
+        raise ConfigError(f"{where}: seeds {dupes} are listed more than once")
     return tuple(raw)
 
 
@@ -136,6 +169,15 @@ def _probe(raw: Any, path: str) -> dict[str, Any] | None:
             raise ConfigError(f"{_where(path)}: probe.{key} {value!r} must be an integer >= 1"
                               + (" (or null: every problem)" if key == "max_problems" else ""))
     return probe
+
+
+def _baseline(raw: Any, names: list[str], path: str) -> str:
+    """The study's ``baseline`` arm: as given, else ``grpo`` where an arm has that name, else the first arm."""
+    if raw is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in names else names[0]
+    if raw not in names:
+        raise ConfigError(f"{_where(path)}: `baseline` {raw!r} is not an arm; name one of {names}")
+    return raw
 
 
 def parse_study(data: dict[str, Any], path: str) -> Study:
@@ -163,25 +205,29 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
     if dupes:
         raise ConfigError(f"{_where(path)}: arm name(s) {', '.join(map(repr, dupes))} appear more than once; "
                           "give every arm its own name")
-    seeds = _seeds(study["seeds"], path)
+    seeds = _seeds(study["seeds"], _where(path))
+    arms = tuple(arm if arm.seeds else replace(arm, seeds=seeds) for arm in arms)
     jobs = study.get("jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"{_where(path)}: `jobs` {jobs!r} must be a whole number >= 1 (cells trained at once)")
     cells, cell_arms = [], []
+    by_hash: dict[str, str] = {}
     for arm in arms:
         try:
-            configs = cell_configs([arm.method], seeds, [data], list(arm.overrides), experiment)
+            configs = cell_configs([arm.method], arm.seeds, [data], list(arm.overrides), experiment)
         except ConfigError as err:
             raise ConfigError(f"{_where(path)}, arm {arm.name!r}: {err}") from None
+        digest = config_hash(configs[0].model_copy(update={"seed": 0}))  # the arm's config, whatever its seeds
+        if digest in by_hash:
+            raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {arm.name!r} resolve to the same "
+                              "config; drop one, or make their `set` differ")
+        by_hash[digest] = arm.name
         cells += configs
         cell_arms += [arm.name] * len(configs)
-    by_hash: dict[str, str] = {}
-    for cfg, name in zip(cells[:: len(seeds)], names, strict=True):
-        digest = config_hash(cfg)
-        if digest in by_hash:
-            raise ConfigError(f"{_where(path)}: arms {by_hash[digest]!r} and {name!r} resolve to the same config; "
-                              "drop one, or make their `set` differ")
-        by_hash[digest] = name
+    baseline = _baseline(study.get("baseline"), names, path)
+    first = {name: cfg for cfg, name in zip(reversed(cells), reversed(cell_arms), strict=True)}
+    hypotheses = parse_hypotheses(study.get("hypotheses"), {a.name: a.seeds for a in arms}, first, baseline,
+                                  _where(path))
     include = study.get("include", [])
     if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
         raise ConfigError(f"{_where(path)}: `include` {include!r} must be a list of Markdown file paths")
@@ -192,7 +238,7 @@ def parse_study(data: dict[str, Any], path: str) -> Study:
     return Study(path=path, experiment=experiment, report_dir=Path(study.get("report_dir") or f"reports/{experiment}"),
                  seeds=seeds, arms=arms, base=data, probe=_probe(study.get("probe", DEFAULT_PROBE), path),
                  cells=tuple(cells), cell_arms=tuple(cell_arms), jobs=jobs,
-                 include=tuple(Path(p) for p in include))
+                 include=tuple(Path(p) for p in include), baseline=baseline, hypotheses=hypotheses)
 
 
 def load_study(path: str | Path) -> Study:

@@ -1,13 +1,15 @@
-"""pass@k: pass@k and maj@k against k at an evaluation step, the headline metrics over training, the paper's table."""
+"""pass@k: pass@k and maj@k against k at an evaluation step (over all problems or one problem level), the
+headline metrics over training, the paper's table."""
 
 import cached
 import charts
 import streamlit as st
 from sidebar import selection
 
-from analysis import compare, loaders, report
+from analysis import compare, loaders, records, report
 
 KINDS = {"pass": "pass@k (unbiased)", "maj": "maj@k (majority vote)"}
+ALL_PROBLEMS = "all problems"
 
 st.title("pass@k")
 sel = selection()
@@ -21,22 +23,33 @@ evals = cached.histories(sel.runs, keys["key"].tolist(), sel.uri).merge(keys, on
 benchmarks = sorted(evals["benchmark"].unique())
 
 st.subheader("pass@k against k")
-left, right = st.columns([2, 1])
+level_keys = compare.level_eval_keys(sel.runs)
+left, middle, right = st.columns([2, 1, 1])
 steps = sorted(evals["step"].unique())
 at = left.select_slider("Evaluation step", options=["last of each run", *steps], value="last of each run",
                         key="passk_step")
 kind = right.radio("Metric", list(KINDS), format_func=KINDS.get, horizontal=True, key="passk_kind")
+problems = ALL_PROBLEMS
+if not level_keys.empty:  # the runs logged metrics per problem level (countdown: the fewest steps)
+    levels = [f"level {lv}" for lv in sorted(level_keys["level"].unique())]
+    problems = middle.selectbox("Problems", [ALL_PROBLEMS, *levels], key="passk_level")
+shown = evals
+if problems != ALL_PROBLEMS:
+    keys = level_keys[level_keys["level"] == int(problems.removeprefix("level "))]
+    shown = cached.histories(sel.runs, keys["key"].tolist(), sel.uri).merge(keys, on="key")
 if at == "last of each run":
-    chosen = evals[evals["step"] == evals.groupby("run_id")["step"].transform("max")]
+    chosen = shown[shown["step"] == shown.groupby("run_id")["step"].transform("max")]
 else:
-    chosen = evals[evals["step"] == at]
+    chosen = shown[shown["step"] == at]
     absent = sorted(set(sel.labels[sel.run_ids]) - set(chosen["label"]))
     if absent:
         st.caption("No evaluation at this step for: " + ", ".join(absent))
-for row in range(0, len(benchmarks), 3):
-    for column, benchmark in zip(st.columns(3), benchmarks[row : row + 3]):
+drawn = benchmarks if problems == ALL_PROBLEMS else sorted(shown["benchmark"].unique())  # those with the level
+for row in range(0, len(drawn), 3):
+    for column, benchmark in zip(st.columns(3), drawn[row : row + 3]):
         part = chosen[(chosen["benchmark"] == benchmark) & (chosen["kind"] == kind)].drop(columns="step")
-        fig = charts.over_steps(part, x="k", series=sel.series, band=sel.band, title=benchmark,
+        title = benchmark if problems == ALL_PROBLEMS else f"{benchmark}, {problems}"
+        fig = charts.over_steps(part, x="k", series=sel.series, band=sel.band, title=title,
                                 y_title=KINDS[kind].split()[0])
         column.plotly_chart(fig, key=f"passk-k-{benchmark}")
 
@@ -50,6 +63,11 @@ for column, (kind_, k, title) in zip(st.columns(3), [("pass", 1, "pass@1"),
     column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title,
                                           smoothing=sel.smoothing),
                         key=f"passk-steps-{kind_}-{k}")
+distinct = records.distinct_key(benchmark)
+if f"metric.{distinct}" in sel.runs:  # the task writes canonical solutions (countdown)
+    part = cached.histories(sel.runs, [distinct], sel.uri)
+    st.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, smoothing=sel.smoothing,
+                                      title="distinct correct solutions per problem"), key="passk-steps-distinct")
 
 st.subheader("Table in the paper's shape")
 table = report.report_table(sel.experiment, sel.uri, band=sel.band, runs=sel.runs)
