@@ -12,14 +12,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
-# Shrunk for 2 CPU cores: a 100-step warm start (default 1500) gives a weak but non-trivial
-# policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens exercise every hook.
+# Shrunk for 2 CPU cores: a 100-step warm start (the committed default's are longer) gives a weak but
+# non-trivial policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens exercise every hook.
 SMALL = [
     "model.warmstart_steps=100",
     "training.steps=3",
     "training.prompts_per_step=4",
     "training.num_generations=4",
     "training.max_completion_length=6",
+    "training.steps_per_generation=null",  # one update per rollout batch (the preset: 4), so every step records
+    "training.beta=0",  # no reference model to build (the preset: KL 0.001; tests/test_train.py trains with beta)
     "eval.initial=false",  # the pass@k evaluations are tested on their own (tests/test_train.py)
     "eval.final=false",
 ]

@@ -91,9 +91,9 @@ def test_run_stops_before_creating_a_run(store, files, capsys, argv, needles):
 
 
 def test_batch_that_does_not_split_over_processes_stops_every_rank_first(store, capsys, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 sets it: 8 x 8 completions over 3
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node 3 sets it: 2 x 16 completions over 3
     assert main(["run"]) == 2
-    assert "64 completions must divide evenly over 3 processes" in capsys.readouterr().err
+    assert "32 completions must divide evenly over 3 processes" in capsys.readouterr().err
     assert _untouched(store)
 
 

@@ -198,10 +198,29 @@ def test_a_generation_batch_is_due_when_a_multiple_of_the_cadence_lies_among_the
 
 
 def test_semantic_every_is_validated_and_evol_rl_is_refused_a_cadence_above_one():
-    assert build_config([], []).features.semantic_cadence(False) == 10
-    assert build_config([], ["method=evol_rl"]).features.semantic_cadence(True) == 1
+    features = build_config([], []).features
+    assert (features.semantic_cadence(300, False), features.dump_cadence(300), features.dump_cadence(5)) == (30, 30, 1)
+    assert build_config([], ["method=evol_rl"]).features.semantic_cadence(300, True) == 1
     assert build_config([], ["method=evol_rl", "features.semantic_every=1"]).features.semantic_every == 1
     with pytest.raises(ConfigError, match="semantic_every=5: method 'evol_rl' reads text embeddings"):
         build_config([], ["method=evol_rl", "features.semantic_every=5"])
     with pytest.raises(ConfigError, match="features.semantic_every=0"):
         build_config([], ["features.semantic_every=0"])
+
+
+# --------------------------------------------------------------------------- the learning-rate rule
+def test_the_lr_rule_takes_the_largest_rate_that_raises_pass1_without_losing_5_points_of_pass32():
+    from bench.lr_choice import changes, choose
+
+    rows = []
+    for arm, d1, d32 in [("grpo-lr1e-5", 0.01, 0.0), ("grpo-lr3e-5", 0.04, -0.03), ("grpo-lr1e-4", 0.08, -0.06),
+                         ("grpo-lr3e-4", -0.02, -0.2)]:
+        for seed in (0, 1):
+            for metric, start, change in (("pass@1", 0.3, d1), ("pass@32", 0.9, d32)):
+                rows += [(arm, seed, "r", 0, "cd", "all", metric, start, 200),
+                         (arm, seed, "r", 300, "cd", "all", metric, start + change, 200)]
+    values = pd.DataFrame(rows, columns=["arm", "seed", "run_id", "step", "benchmark", "level", "metric", "value",
+                                         "problems"])
+    table = changes(values)
+    assert table["eligible"].tolist() == [True, True, False, False] and choose(table) == 3e-5
+    assert choose(changes(values[~values["arm"].isin(["grpo-lr1e-5", "grpo-lr3e-5"])])) == 1e-4  # none: smallest

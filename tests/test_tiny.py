@@ -15,14 +15,15 @@ def key(*overrides: str) -> dict:
 
 @pytest.mark.parametrize("override", [
     "task.count=3", "task.max_number=9", "task.min_target=12", "task.max_target=40", "task.data_seed=7",
-    "task.num_train=100", "task.num_test=50", "task.name=arithmetic", "model.warmstart_steps=10",
+    "task.num_train=100", "task.num_test=50", "task.name=arithmetic", "model.warmstart_steps=10", "task.min_steps=1",
+    "seed=1", "seed=3",
 ])
 def test_what_determines_the_model_changes_the_key(override):
     assert key(override) != key()
 
 
 @pytest.mark.parametrize("override", [
-    "seed=3", "method=g2rl", "training.learning_rate=0.001", "training.steps=7", "eval.n=4", "g2rl.lam=0.5",
+    "seed=2", "model.warmstarts=1", "method=g2rl", "training.learning_rate=0.001", "training.steps=7", "eval.n=4", "g2rl.lam=0.5",
     "task.max_problems=5", "features.geometry=false", "features.dump_every=0",
 ])
 def test_what_does_not_determine_it_keeps_the_key(override):

@@ -47,7 +47,7 @@ from trainers.accumulator import PhiAccumulator, extra_logits_processors
 from trainers.background import BackgroundRecorder
 from trainers.features import pad_batch, phi_forward
 from trainers.method import Shaped, StepBatch
-from trainers.step_record import SEMANTIC_EVERY, StepRecord, dump_due, dump_table, embedding_due, step_metrics
+from trainers.step_record import StepRecord, default_cadence, dump_due, dump_table, embedding_due, step_metrics
 
 
 @dataclass
@@ -61,17 +61,17 @@ class GeometryArgs:
         "help": "Also embed each completion with sentence-transformers, for the semantic-cosine metrics."})
     embedding_model: str | None = field(default=None, metadata={
         "help": "sentence-transformers model id or path (None: the packaged all-MiniLM-L6-v2)."})
-    semantic_every: int = field(default=SEMANTIC_EVERY, metadata={
+    semantic_every: int | None = field(default=None, metadata={
         "help": "Embed the completions (semantic geometry, the dumps' embedding column) at step 1, every N steps "
-                "and at every dump step; 1: every step. A method whose rewards read the embeddings embeds every "
-                "step and needs 1."})
+                "and at every dump step; 1: every step; None: every tenth of max_steps. A method whose rewards "
+                "read the embeddings embeds every step (None then means 1)."})
     geometry_tau: float = field(default=0.1, metadata={
         "help": "Orthogonality threshold tau of the direction fractions, in [0, 1]."})
     correct_threshold: float = field(default=0.5, metadata={
         "help": "A completion whose (weighted) reward is above this counts as correct."})
     log_geometry: bool = field(default=True, metadata={"help": "Log the geometry/* metrics every step."})
-    dump_every: int = field(default=10, metadata={
-        "help": "Write a feature dump at step 1 and every N steps (0: never)."})
+    dump_every: int | None = field(default=None, metadata={
+        "help": "Write a feature dump at step 1 and every N steps (0: never; None: every tenth of max_steps)."})
     dump_dtype: Literal["float32", "float16"] = field(default="float32", metadata={
         "help": "Storage dtype of the dumped vectors."})
     dump_project_dim: int | None = field(default=None, metadata={
@@ -83,10 +83,10 @@ class GeometryArgs:
             raise ValueError(f"phi_route={self.phi_route!r}: use 'sampling' or 'forward'")
         if not 0 <= self.geometry_tau <= 1:
             raise ValueError(f"geometry_tau={self.geometry_tau!r}: a cosine threshold, use a value in [0, 1]")
-        if self.dump_every < 0:
-            raise ValueError(f"dump_every={self.dump_every!r}: use N >= 1, or 0 for no dumps")
-        if self.semantic_every < 1:
-            raise ValueError(f"semantic_every={self.semantic_every!r}: use N >= 1 (1: every step)")
+        if self.dump_every is not None and self.dump_every < 0:
+            raise ValueError(f"dump_every={self.dump_every!r}: use N >= 1, 0 for no dumps, or None")
+        if self.semantic_every is not None and self.semantic_every < 1:
+            raise ValueError(f"semantic_every={self.semantic_every!r}: use N >= 1 (1: every step), or None")
         if self.dump_dtype not in ("float32", "float16"):
             raise ValueError(f"dump_dtype={self.dump_dtype!r}: use 'float32' or 'float16'")
         if self.dump_project_dim is not None and self.dump_project_dim < 2:
@@ -108,7 +108,7 @@ class TrainerLogRecorder:
         if o.log_geometry:
             b = record.batch
             self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
-        if dump_due(record.step, o.dump_every, record.span):
+        if dump_due(record.step, self.trainer.dump_every, record.span):
             table = dump_table(record, dtype=o.dump_dtype, project_dim=o.dump_project_dim, seed=self.trainer.args.seed)
             self._write(table, dump_path(record.step))
 
@@ -192,6 +192,9 @@ class GeometryMixin:
         options = geometry or (self.args if isinstance(self.args, GeometryArgs) else GeometryArgs())
         options.check_geometry_args()
         self.geometry_options = options
+        tenth = default_cadence(self.args.max_steps)
+        self.dump_every = tenth if options.dump_every is None else options.dump_every
+        self.semantic_every = options.semantic_every  # None: resolved once the method is known (semantic_cadence)
         if embedder is None and options.geometry_embeddings:
             from trainers.embeddings import TextEmbedder
 
@@ -215,7 +218,7 @@ class GeometryMixin:
 
     @property
     def wants_phi(self) -> bool:
-        return self.geometry_options.log_geometry or self.geometry_options.dump_every > 0
+        return self.geometry_options.log_geometry or self.dump_every > 0
 
     def shape_batch(self, batch: StepBatch) -> Shaped:
         """The rewards TRL standardises; here TRL's own reward, unchanged."""
@@ -243,10 +246,16 @@ class GeometryMixin:
         a = self.args
         return max(1, a.steps_per_generation * self.num_iterations // a.gradient_accumulation_steps)
 
+    @property
+    def semantic_cadence(self) -> int:
+        """Steps between embeddings: ``semantic_every``; None: 1 when the rewards read them, else a tenth of the run."""
+        if self.semantic_every is not None:
+            return self.semantic_every
+        return 1 if self.rewards_need_embeddings else default_cadence(self.args.max_steps)
+
     def embedding_due(self, step: int) -> bool:
         """Whether the texts of step ``step`` are embedded (:func:`~trainers.step_record.embedding_due`)."""
-        o = self.geometry_options
-        return embedding_due(step, o.semantic_every, o.dump_every, self.generation_span)
+        return embedding_due(step, self.semantic_cadence, self.dump_every, self.generation_span)
 
     def _embed_in_step(self) -> bool:
         if self.embedder is None:

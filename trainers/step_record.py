@@ -69,13 +69,19 @@ def step_metrics(record: StepRecord, *, geometry: bool = True, tau: float = 0.1)
     return out | shaped.metrics | {"perf/feature_s": record.feature_s, "perf/embed_s": record.embed_s}
 
 
-SEMANTIC_EVERY = 10
-"""The default cadence of the text embeddings behind the semantic geometry: step 1 and every 10th step.
+RECORD_POINTS = 10
+"""Feature dumps and the text embeddings of the semantic geometry default to every tenth of the run.
 
 MiniLM costs about as much CPU per completion as training the tiny policy on it (``make bench``), so
 the semantic metrics (``geometry/sem_*``, the summaries' semantic columns, the dumps' ``embedding``)
-are sampled, as the dumps are; Phi and the gradient geometry stay every step. A method whose rewards
-read the embeddings (EVOL-RL) embeds every step, and its semantic geometry is every step too."""
+are sampled, as the dumps are: at step 1 and every ``steps // 10`` steps. Phi and the gradient geometry
+stay every step. A method whose rewards read the embeddings (EVOL-RL) embeds every step, and its
+semantic geometry is every step too."""
+
+
+def default_cadence(steps: int) -> int:
+    """Every tenth of a run of ``steps`` optimizer steps (:data:`RECORD_POINTS`), at least every step."""
+    return max(1, int(steps) // RECORD_POINTS)
 
 
 def dump_due(step: int, every: int, span: int = 1) -> bool:

@@ -75,10 +75,9 @@ class MethodTrainer(GeometryMixin, GRPOTrainer):
         self.method = method
         self.verifier = verifier
         self.score_columns = tuple(method.score_columns)
-        if method.needs_embeddings and self.geometry_options.semantic_every != 1:
+        if method.needs_embeddings and self.semantic_every not in (None, 1):
             raise ValueError(f"method {method.name!r} reads text embeddings in its rewards, so it embeds every step: "
-                             f"semantic_every={self.geometry_options.semantic_every} would sample what it computes "
-                             "anyway; use semantic_every=1")
+                             f"semantic_every={self.semantic_every} would sample what it computes anyway; use 1")
         if method.needs_embeddings and self.embedder is None:
             from trainers.embeddings import TextEmbedder
 

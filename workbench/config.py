@@ -33,6 +33,9 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
     cache_dir: str | None = Field(None, description="Where built/converted models are cached (default ~/.cache/g2rl-workbench).")
     warmstart_steps: int = Field(1000, ge=0, description="Supervised warm-start steps of the tiny presets.")
+    warmstarts: int = Field(2, ge=1, description="Distinct warm starts of the tiny presets: run seed s starts from "
+                            "warm start s mod warmstarts (each its own supervised run), so a seed pairs every arm "
+                            "of a study on one warm start and its seeds span several.")
 
 
 class TaskConfig(_Section):
@@ -107,24 +110,31 @@ class FeaturesConfig(_Section):
 
     geometry: bool = Field(True, description="Compute Phi every step and text embeddings every semantic_every "
                            "steps, and log geometry/* (false: no method logs geometry).")
-    dump_every: int = Field(10, ge=0, description="Write a feature dump at step 1 and every N steps (0: no dumps).")
+    dump_every: int | None = Field(None, ge=0, description="Write a feature dump at step 1 and every N steps (0: no "
+                                   "dumps; None: every tenth of training.steps).")
     semantic_every: int | None = Field(None, ge=1, description="Embed the completions' texts (geometry/sem_*, the "
                                        "dumps' embedding column) at step 1, every N steps and at every dump step; "
                                        "1: every step. None: every step for a method whose rewards read the "
-                                       "embeddings (evol_rl), else every 10 steps.")
+                                       "embeddings (evol_rl), else every tenth of training.steps.")
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
     project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
     encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
     tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
 
-    def semantic_cadence(self, rewards_embed: bool) -> int:
-        """``semantic_every``, with None resolved: 1 for a method whose rewards read the embeddings,
-        else :data:`trainers.step_record.SEMANTIC_EVERY`."""
-        from trainers.step_record import SEMANTIC_EVERY
+    def dump_cadence(self, steps: int) -> int:
+        """``dump_every``, with None resolved to every tenth of a run of ``steps`` steps."""
+        from trainers.step_record import default_cadence
+
+        return default_cadence(steps) if self.dump_every is None else self.dump_every
+
+    def semantic_cadence(self, steps: int, rewards_embed: bool) -> int:
+        """``semantic_every``, with None resolved: 1 for a method whose rewards read the embeddings, else every
+        tenth of a run of ``steps`` steps."""
+        from trainers.step_record import default_cadence
 
         if self.semantic_every is not None:
             return self.semantic_every
-        return 1 if rewards_embed else SEMANTIC_EVERY
+        return 1 if rewards_embed else default_cadence(steps)
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@
   with the ``geometry/*`` metrics where ``features.geometry`` is on (off, no method logs geometry,
   though G2RL still computes Phi for its rewards, so runs of different methods carry the same metrics);
 - one group's completions, appended to the MLflow table ``completions.json`` that the MLflow UI shows;
-- every ``features.dump_every`` steps, its :func:`~trainers.step_record.dump_table` as
+- at step 1 and every ``features.dump_every`` steps (default a tenth of the run), its :func:`~trainers.step_record.dump_table` as
   ``features/step_<step:06d>.parquet``.
 
 Its pair summaries go to ``summary/pairs.parquet`` at each :meth:`StepRecorder.flush` (checkpoints
@@ -37,9 +37,10 @@ class StepRecorder:
 
     background = True  # every value is written with record.step: the trainer may record on a worker thread
 
-    def __init__(self, tracker: Tracker, features: FeaturesConfig, seed: int = 0) -> None:
+    def __init__(self, tracker: Tracker, features: FeaturesConfig, seed: int = 0, dump_every: int | None = None) -> None:
         self.tracker = tracker
         self.features = features
+        self.dump_every = features.dump_cadence(1) if dump_every is None else dump_every  # resolved by the caller
         self.seed = seed
         self.summaries = PairSummaries(earlier=lambda: tracker.read_parquet(SUMMARY_PATH))
 
@@ -50,7 +51,7 @@ class StepRecorder:
         if self.features.geometry:
             b = record.batch
             self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
-        if dump_due(record.step, self.features.dump_every, record.span):
+        if dump_due(record.step, self.dump_every, record.span):
             self.tracker.log_parquet(self.frame(record), dump_path(record.step))
         return metrics
 

@@ -191,8 +191,9 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     )
     f = cfg.features
     geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.geometry, embedding_model=f.encoder,
-                            geometry_tau=f.tau, log_geometry=f.geometry, dump_every=f.dump_every, dump_dtype=f.dtype,
-                            dump_project_dim=f.project_dim, semantic_every=f.semantic_cadence(method.needs_embeddings))
+                            geometry_tau=f.tau, log_geometry=f.geometry, dump_every=f.dump_cadence(t.steps),
+                            dump_dtype=f.dtype, dump_project_dim=f.project_dim,
+                            semantic_every=f.semantic_cadence(t.steps, method.needs_embeddings))
     if t.use_vllm and not cuda:
         from workbench.vllm_cpu import plain_cpu_linear
 
@@ -208,7 +209,7 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         method=method,
         verifier=verifier,
         geometry=geometry,
-        recorder=StepRecorder(tracker, cfg.features, seed=cfg.seed),
+        recorder=StepRecorder(tracker, cfg.features, seed=cfg.seed, dump_every=f.dump_cadence(t.steps)),
         callbacks=[TrackerCallback(tracker), evaluator.callback],
     )
     trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows reward, KL, entropy

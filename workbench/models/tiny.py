@@ -1,11 +1,19 @@
 """The ``tiny`` preset: a small Llama built from a config, warm-started on a synthetic task.
 
-The model is warm-started by a short supervised run on the training split of
-its task (``countdown`` by default, or ``arithmetic``; recipes in
-:mod:`workbench.models.warmstart`), with the loss on the target tokens only. The
-result is cached in a folder keyed by everything that determines it (the
-architecture, the recipe, the steps and the task settings), so the warm start
-runs once; its progress is shown on a terminal and as plain lines in a log.
+The model is warm-started by a supervised run on the training split of its task
+(``countdown`` by default, or ``arithmetic``; recipes in :mod:`workbench.models.warmstart`),
+with the loss on the target tokens only. ``model.warmstarts`` distinct warm starts exist
+for one setting, each its own supervised run from its own seed; run seed ``s`` starts
+from warm start ``s mod model.warmstarts``, so the arms of a study that share a seed
+share a warm start, and its seeds span several.
+
+A warm start is keyed by everything that determines it (the architecture, the recipe,
+the steps, the warm-start seed and the task settings). The default settings' warm
+starts are committed in the repository (:data:`COMMITTED`, ``tiny-<key digest>/`` with
+a ``recipe.json`` holding the key and the weights' SHA-256; rebuilt by
+``python -m workbench.models.committed``), so a fresh clone trains at once; any other
+setting is built once into the cache (``model.cache_dir``), its progress shown on a
+terminal and as plain lines in a log.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ ARCH = {
     "max_position_embeddings": 128,
     "tie_word_embeddings": False,
 }
-WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "seed": 0, "version": 4}
+WARMSTART = {"batch_size": 64, "learning_rate": 1e-3, "version": 5}
 TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target", "max_target", "min_steps", "num_train",
              "num_test",
              "data_seed"}  # num_test too: the train split skips the test split's problems
@@ -46,14 +54,31 @@ def cache_root(cfg: WorkbenchConfig) -> Path:
     return Path(root)
 
 
+COMMITTED = Path(__file__).with_name("warmstarts")
+"""The committed warm starts of the default settings, one ``tiny-<key digest>`` folder each."""
+RECIPE_FILE = "recipe.json"
+"""In a warm start's folder: its cache key and the SHA-256 of its weights."""
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def tiny_model_dir(cfg: WorkbenchConfig) -> Path:
-    """Folder of the warm-started tiny model for this task config; built if missing."""
-    key = cache_key(cfg)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_root(cfg) / f"tiny-{digest}"
+    """Folder of the warm-started tiny model of this config (its task and warm start): the committed one
+    when there is one for its key, else the cached one, built if missing."""
+    name = f"tiny-{key_digest(cache_key(cfg))}"
+    if (COMMITTED / name / "config.json").is_file():
+        return COMMITTED / name
+    folder = cache_root(cfg) / name
     if not (folder / "config.json").is_file():
         build_tiny(cfg, folder)
     return folder
+
+
+def warmstart_seed(cfg: WorkbenchConfig) -> int:
+    """The warm start a run starts from: its seed modulo ``model.warmstarts``."""
+    return cfg.seed % cfg.model.warmstarts
 
 
 def cache_key(cfg: WorkbenchConfig) -> dict:
@@ -66,6 +91,7 @@ def cache_key(cfg: WorkbenchConfig) -> dict:
         "warmstart": WARMSTART,
         "recipe": dict(recipe.settings) if recipe else None,
         "steps": cfg.model.warmstart_steps,
+        "seed": warmstart_seed(cfg),
         "task": cfg.task.model_dump(include=TASK_KEYS),
     }
 
@@ -81,17 +107,21 @@ def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
                          f"{cfg.task.name!r}; use --task {next(iter(RECIPES))} or another preset")
     recipe = RECIPES[cfg.task.name]
     tok = char_tokenizer()
-    torch.manual_seed(WARMSTART["seed"])
+    seed = warmstart_seed(cfg)
+    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, **ARCH)
     model = LlamaForCausalLM(config)
-    draw = recipe.make(build_task(cfg.task), random.Random(WARMSTART["seed"]), recipe.settings)
-    _supervised(model, tok, draw, cfg.model.warmstart_steps, f"warm-starting the tiny model on {cfg.task.name}")
+    draw = recipe.make(build_task(cfg.task), random.Random(seed), recipe.settings)
+    _supervised(model, tok, draw, cfg.model.warmstart_steps,
+                f"warm-starting the tiny model on {cfg.task.name} (warm start {seed})")
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                                bos_token_id=tok.bos_token_id)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    weights = hashlib.sha256((tmp / "model.safetensors").read_bytes()).hexdigest()
+    (tmp / RECIPE_FILE).write_text(json.dumps({"key": cache_key(cfg), "sha256": weights}, indent=1, sort_keys=True))
     try:
         tmp.replace(folder)  # atomic: a half-built model is never seen as cached
     except OSError:  # another process built it meanwhile (a non-empty folder cannot be replaced): use theirs
