@@ -6,10 +6,11 @@ Trainers built once each and run in rotating order, round after round (see ``ben
   reward that ``workbench run --method grpo`` builds, and nothing else (no hooks, no callbacks).
 - **ours, logging off**: ``MethodTrainer`` with ``features.geometry=false features.dump_every=0``, logging its scalar
   metrics to an MLflow store (SQLite in a scratch folder).
-- **ours, logging on**: the default recording: Phi by the sampling route and the gradient geometry every step,
-  text embeddings (MiniLM) with the semantic geometry and a Parquet feature dump at step 1 and every
-  ``features.semantic_every`` / ``features.dump_every`` (10) steps, pair summaries, to that store. A round is
-  10 steps, so it embeds at steps 1 and 10: 2 of 10 steps, against 31 of 300 in a default run.
+- **ours, logging on**: the default recording of a default run: Phi by the sampling route and the gradient
+  geometry every step, text embeddings (MiniLM) with the semantic geometry and a Parquet feature dump at step 1
+  and every tenth of the run (``features.semantic_every`` and ``dump_every`` resolve to 30 for the default 300
+  steps; set here, since a round is shorter), pair summaries, to that store. A round is 60 updates (15 rollout
+  batches of 4 updates), 3 of whose batches embed and dump: a fifth, against 11 of 75 in a default run.
 
 The policy is held still (``HOLD``: a learning rate below float32's resolution of the weights), so
 every trainer samples the same completions from the same seed and a ratio measures our layers, not
@@ -44,7 +45,6 @@ from bench.harness import SCRATCH, SMOLLM2, build_trainer, config
 from bench.results import Row, append, stat_row
 from bench.step_cost import HOLD, interleaved_steps
 from bench.timing import set_threads, summary
-from trainers.step_record import SEMANTIC_EVERY
 
 BENCH = "3 our layers vs TRL"
 MAIN, WORKER, WRITER = "training thread", "recorder's worker thread", "MLflow writer thread"
@@ -177,10 +177,14 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     set_threads()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SCRATCH}/mlruns.db"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    steps, rounds = (4, 2) if quick else (SEMANTIC_EVERY, 10)
+    steps, rounds = (8, 2) if quick else (60, 10)
     common = [f"training.steps={steps}", "training.cpu_threads=1", HOLD]
     off = config("grpo", *common, "features.geometry=false", "features.dump_every=0")
-    on = config("grpo", *common)
+    default = config("grpo")  # a default run: its cadences are those of its training.steps
+    f, run_steps = default.features, default.training.steps
+    cadence = [f"features.dump_every={f.dump_cadence(run_steps)}",
+               f"features.semantic_every={f.semantic_cadence(run_steps, False)}"]
+    on = config("grpo", *common, *cadence)
     on_tracker = start_tracker(on)
     trainers = {
         "trl": build_trainer(off, NullTracker(), plain=True),

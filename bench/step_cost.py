@@ -5,8 +5,9 @@ policy held still: see ``HOLD``),
 then all trainers run ``K`` steps each, round after round, in rotating order; a round's step
 time is the median of its steps after the first (warm-up). Ratios pair the methods of one round.
 
-- **logging on**: the default config, ``features.geometry=true features.dump_every=1`` (every method computes Phi and text
-  embeddings for its dumps and geometry; the method then only changes the shaping).
+- **logging on**: the default recording of these 8-step rounds (a tenth of 8 steps is every step: every method
+  computes Phi and text embeddings for its dumps and geometry each step; the method then only changes the
+  shaping).
 - **logging off**: ``features.geometry=false features.dump_every=0``: a method pays only for what it needs itself (G2RL: Phi by
   the sampling route; EVOL-RL: the text encoder; GRPO and entropy: nothing).
 
@@ -94,7 +95,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     set_threads()
     rows: list[Row] = []
     steps, rounds = (6, 2) if quick else (8, 4)
-    # Tiny preset, the embedded default: 8 countdown prompts x 8 completions of <= 64 tokens.
+    # Tiny preset, the embedded default: rollout batches of 8 countdown prompts x 16 completions of <= 64 tokens.
     for label, logging in [("tiny, logging on", []), ("tiny, logging off", ["features.geometry=false", "features.dump_every=0"])]:
         trainers = {m: build_trainer(config(m, f"training.steps={steps}", "training.cpu_threads=1", HOLD, *logging),
                                      NullTracker()) for m in METHODS}

@@ -84,6 +84,6 @@ def _countdown(task: Task, rng: random.Random, settings: dict[str, Any]) -> Samp
 
 
 RECIPES: dict[str, Recipe] = {
-    "countdown": Recipe({"hit_rate": 0.8}, _countdown),
+    "countdown": Recipe({"hit_rate": 0.9}, _countdown),
     "arithmetic": Recipe({"label_noise": 0.5}, _arithmetic),
 }
