@@ -5,7 +5,8 @@ its task (``countdown`` by default, or ``arithmetic``; recipes in
 :mod:`workbench.models.warmstart`), with the loss on the target tokens only. The
 result is cached in a folder keyed by everything that determines it (the
 architecture, the recipe, the steps and the task settings), so the warm start
-runs once; its progress is shown on a terminal and as plain lines in a log.
+runs once (one process builds it while others wait: :mod:`workbench.models.cache`); its progress is
+shown on a terminal and as plain lines in a log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from workbench.models.cache import built, cache_root
 from workbench.models.tokenizer import char_tokenizer
 from workbench.progress import progress
 
@@ -40,19 +42,12 @@ TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target"
              "data_seed"}  # num_test too: the train split skips the test split's problems
 
 
-def cache_root(cfg: WorkbenchConfig) -> Path:
-    root = cfg.model.cache_dir or os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "g2rl-workbench"
-    return Path(root)
-
-
 def tiny_model_dir(cfg: WorkbenchConfig) -> Path:
-    """Folder of the warm-started tiny model for this task config; built if missing."""
+    """Folder of the warm-started tiny model for this task config; built if missing, by one process at a
+    time (:func:`workbench.models.cache.built`)."""
     key = cache_key(cfg)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    folder = cache_root(cfg) / f"tiny-{digest}"
-    if not (folder / "config.json").is_file():
-        build_tiny(cfg, folder)
-    return folder
+    return built(cache_root(cfg) / f"tiny-{digest}", lambda folder: build_tiny(cfg, folder))
 
 
 def cache_key(cfg: WorkbenchConfig) -> dict:
