@@ -15,11 +15,13 @@ from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.study import add_study_parser
 from workbench.sweep import add_sweep_parser
+from workbench.sync import add_sync_parser
 from trainers.registry import UnknownNameError
 from workbench.signals import sigterm_as_interrupt
+from workbench.spool import SpoolError
 from workbench.tracking import TrackingError, closing_run, tracking_uri
 
-USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
+USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, SpoolError, FileNotFoundError)
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -137,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     add_config_flags(run)
     run.add_argument("--resume", metavar="RUN_ID",
                      help="continue a stopped run (same MLflow run, same config) from its last checkpoint; "
-                          "needs training.save_steps > 0 in that run")
+                          "needs a checkpoint of that run (every run saves them unless training.save_steps=0)")
     run.set_defaults(func=cmd_run)
     cfg = sub.add_parser("config", help="print the resolved config of a run as YAML (nothing runs)")
     add_config_flags(cfg)
@@ -150,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_probe_parser(sub)
     add_report_parser(sub)
+    add_sync_parser(sub)
     return p
 
 

@@ -8,12 +8,13 @@ tagged with the host and process that train it (:func:`run_process` reads them
 back) and the folder of its checkpoints.
 
 Resume (``workbench run --resume RUN_ID``, :func:`find_resume_point`): TRL
-checkpoints (``training.save_steps``) go to ``training.output_dir/<run id>``
-(:func:`checkpoint_dir`); the run continues from its last complete
-``checkpoint-N`` (:func:`last_checkpoint`) with the optimizer, scheduler and RNG
-states of the checkpoint, and the config of the run's own ``config.yaml``. Steps
-up to N are not logged again. Steps the killed process logged after N (at most
-``save_steps`` of them) are logged a second time by the resumed process, later:
+checkpoints (every tenth of the run unless ``training.save_steps`` says otherwise)
+go to ``training.output_dir/<run id>`` (:func:`checkpoint_dir`); the run first
+writes what the stopped process left in its spool, then continues from its last
+complete ``checkpoint-N`` (:func:`last_checkpoint`) with the optimizer, scheduler
+and RNG states of the checkpoint, and the config of the run's own ``config.yaml``.
+Steps up to N are not logged again. Steps the killed process logged after N (at
+most one checkpoint interval) are logged a second time by the resumed process, later:
 MLflow appends metric values and cannot delete them, and
 ``analysis.loaders.metric_history`` keeps the last value of each step (MLflow
 returns a history in timestamp order), so a reader sees each step once, with the
@@ -111,7 +112,8 @@ def start_tracker(cfg: WorkbenchConfig) -> MlflowTracker:
     """A new MLflow run of ``cfg``: its tags, flattened params, ``config.yaml`` and the process tags."""
     run_name = cfg.tracking.run_name or f"{cfg.method}-s{cfg.seed}"
     tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s,
-                                  system_metrics_s=cfg.tracking.system_metrics_interval())
+                                  system_metrics_s=cfg.tracking.system_metrics_interval(),
+                                  output_dir=cfg.training.output_dir, finish_wait_s=cfg.tracking.finish_wait_s)
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.log_text(to_yaml(cfg), CONFIG_ARTIFACT)
     tracker.set_tags(_process_tags(cfg, tracker.run_id))
@@ -160,15 +162,22 @@ def last_checkpoint(folder: Path) -> tuple[Path | None, int]:
 
 
 def find_resume_point(run_id: str) -> ResumePoint:
-    """Read what resuming ``run_id`` needs, writing nothing: its config, status and last checkpoint.
+    """Read what resuming ``run_id`` needs: its config, status and last checkpoint, after writing what the
+    stopped process left in the run's spool (:func:`workbench.sync.sync_run`; it may hold the last steps,
+    ``config.yaml`` and the status).
 
     Refuses a FINISHED run, a run still RUNNING in a live process on this host
     (:func:`run_process`; one RUNNING on another host is resumed, the caller
     vouching that it stopped), a run without ``config.yaml`` and a run that saved no checkpoints.
     """
     check_run_id(run_id)  # before any store is opened
+    from workbench.sync import has_spool, run_folder_of, sync_run
+
     c = client()
     run = get_run(c, run_id)
+    if has_spool(folder := run_folder_of(run_id, run.data.tags)):
+        sync_run(c, run_id, folder)
+        run = get_run(c, run_id)
     status, tags = run.info.status, run.data.tags
     if status == "FINISHED":
         raise TrackingError(f"run {run_id} is FINISHED; nothing to resume (start a new run with `workbench run`)")
@@ -180,7 +189,7 @@ def find_resume_point(run_id: str) -> ResumePoint:
         raise TrackingError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is unknown; "
                             "only runs started by `workbench run` can be resumed")
     cfg = validate(yaml.safe_load(text))
-    if not cfg.training.save_steps:
+    if not cfg.training.checkpoint_every():
         raise TrackingError(f"run {run_id} saved no checkpoints (training.save_steps=0); start a new run, "
                             "with --set training.save_steps=N to make it resumable")
     folder = checkpoint_folder(cfg, run_id, tags.get(CHECKPOINT_TAG))

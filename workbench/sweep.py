@@ -22,8 +22,8 @@ Cells are numbered from 0 in method-major order. A cell is identified by its tag
   ``rerun_running`` is set; then that run counts as killed (for a scheduler that
   runs each cell once at a time, where a requeued job may land on another host).
 
-Cells checkpoint by default about ten times a run, keeping the newest two
-(:func:`checkpoint_layer`); ``training.save_steps`` and
+Cells checkpoint as every run does, every tenth of the run, keeping the newest two
+(:meth:`workbench.config.TrainingConfig.checkpoint_every`); ``training.save_steps`` and
 ``training.keep_checkpoints`` in the sweep's config (YAML or ``--set``) set
 another cadence, ``save_steps=0`` none. Changing any other config value
 (``--set``, ``--steps``, the YAML) changes the hash, so those cells run again
@@ -71,8 +71,6 @@ from workbench.tracking import (
 
 TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
 CELL_KEYS = ("method", "seed")
-CHECKPOINTS_PER_CELL = 10
-KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -114,11 +112,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def checkpoint_layer(steps: int) -> dict[str, Any]:
-    """The config layer under the sweep's own: a checkpoint every tenth of the run, the newest two kept."""
-    return {"training": {"save_steps": max(1, steps // CHECKPOINTS_PER_CELL), "keep_checkpoints": KEEP_CHECKPOINTS}}
-
-
 def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[str, Any]],
                  overrides: Sequence[str], experiment: str) -> list[WorkbenchConfig]:
     """The validated config of every cell, in cell order (method-major); raises before anything runs."""
@@ -131,8 +124,7 @@ def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list
         for seed in seeds:
             layers = [*base_layers, {"method": method, "seed": seed,
                                      "tracking": {"experiment": experiment, "run_name": None}}]
-            steps = build_config(layers, list(overrides)).training.steps
-            configs.append(build_config([checkpoint_layer(steps), *layers], list(overrides)))
+            configs.append(build_config(layers, list(overrides)))
     return configs
 
 
@@ -145,9 +137,23 @@ def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str,
                                      max_results=100)
 
 
+def _synced(mlflow_client, run):
+    """``run`` as the store holds it after writing what a stopped process left in its spool (its last steps,
+    its status: :func:`workbench.sync.sync_run`); a run that a live process writes is left to it."""
+    from workbench.sync import has_spool, run_folder_of, sync_run
+
+    if run.info.status in ("RUNNING", "SCHEDULED") and run_process(run.data.tags) is ProcessState.ALIVE:
+        return run
+    if not has_spool(folder := run_folder_of(run.info.run_id, run.data.tags)):
+        return run
+    sync_run(mlflow_client, run.info.run_id, folder)
+    return mlflow_client.get_run(run.info.run_id)
+
+
 def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | None]:
     """("skip", run_id) | ("running", run_id) | ("resume", run_id of the newest killed run) | ("run", None);
-    marks dead RUNNING runs KILLED."""
+    writes what stopped runs left in their spool first, and marks dead RUNNING runs KILLED."""
+    runs = [_synced(mlflow_client, run) for run in runs]
     for run in runs:
         if run.info.status == "FINISHED":
             return "skip", run.info.run_id
