@@ -63,13 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
     the same input the same way; only rank 0 records (see ``launch_tracker``).
     """
-    from workbench.launch import find_resume_point, launch_tracker, process_rank
+    from workbench.launch import launch_tracker, process_rank, shared_resume_point
     from workbench.train import load_inputs, train
 
     point = None
     if args.resume:
         _refuse_config_flags(args)
-        point = find_resume_point(args.resume)
+        point = shared_resume_point(args.resume)
         cfg = point.config
     else:
         cfg = config_from_args(args)

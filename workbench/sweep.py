@@ -35,6 +35,9 @@ on each cell), which the MLflow UI draws as a group. Running the sweep again,
 or another cell of it, finds that parent by its tag instead of making a second
 one; :func:`analysis.loaders.runs_table` leaves it out, as it is no cell.
 
+Under ``torchrun`` / ``accelerate launch``, ``--cell K`` trains that one cell across the launch's
+processes, rank 0 recording it (:mod:`workbench.sweep_cell`); a whole sweep there is refused.
+
 Cells run in-process rather than in a subprocess each: torch, TRL and the
 cached model load once (several seconds a cell on CPU), and the tracker
 lifecycle stays in one place. A failing cell is recorded as FAILED and the
@@ -422,11 +425,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench.tracking import tracking_uri
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not args.list:
-        raise ConfigError(f"workbench sweep trains each cell in one process, but this is one of {world} "
-                          "(torchrun / accelerate launch): every process would record a run of its own. Start "
-                          "sweep cells without a launcher, or train a multi-GPU cell with `accelerate launch -m "
-                          "workbench.cli run` (and `--resume RUN_ID` after a stop)")
+    if world > 1 and not args.list and args.cell is None:
+        raise ConfigError(f"this is one of {world} processes (torchrun / accelerate launch), which train one cell "
+                          "together: add --cell K (the cells of a whole sweep run one after the other, each "
+                          "launched on its own: `workbench sweep ... --list` prints their commands)")
+    if world > 1 and args.probe:
+        raise ConfigError(f"--probe {args.probe} samples on one process, and this is one of {world}; drop --probe "
+                          "and probe the finished cell afterwards with `workbench probe RUN_ID`")
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
     layers = config_layers(args)
@@ -450,11 +455,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cells = None if args.cell is None else [check_cell(args.cell, len(configs))]
     console = Console(stderr=True)
     what = f"cell {args.cell} of " if cells else ""
-    console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
-                  f"in experiment {experiment!r} at {tracking_uri()}")
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
+                      f"in experiment {experiment!r} at {tracking_uri()}")
     with sigterm_as_interrupt():  # a scheduler's stop marks the cell's run KILLED, resumable
-        results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
-                        rerun_running=args.rerun_running, cells=cells)
+        if world > 1:
+            from workbench.sweep_cell import run_cell_across
+
+            results = run_cell_across(configs, args.cell, experiment, console=console,
+                                      rerun_running=args.rerun_running)
+            if os.environ.get("RANK", "0") != "0":
+                return 0  # rank 0 reports
+        else:
+            results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
+                            rerun_running=args.rerun_running, cells=cells)
     Console().print(summary_table(results, experiment))
     failed = [r for r in results if r.status == "failed"]
     probes_failed = []
