@@ -4,8 +4,11 @@ Training code calls a :class:`Tracker` and never asks whether tracking is on:
 :class:`NullTracker` accepts the same calls and does nothing (nanochat's
 ``DummyWandb``). :class:`MlflowTracker` talks to any tracking server through
 ``MlflowClient`` with an explicit run id, so several runs can be written from
-one process. Without ``MLFLOW_TRACKING_URI`` the store is ``mlruns.db``
-(SQLite) with artifacts under ``mlartifacts/``, both in the working directory.
+one process; it spools every record in the run's folder first
+(:mod:`workbench.spool`) and writes it from there on a thread of its own
+(:mod:`workbench.sender`), so no caller waits on the server. Without
+``MLFLOW_TRACKING_URI`` the store is ``mlruns.db`` (SQLite) with artifacts under
+``mlartifacts/``, both in the working directory.
 """
 
 from __future__ import annotations
