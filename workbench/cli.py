@@ -81,13 +81,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     with sigterm_as_interrupt(), closing_run(tracker):
         train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
     if process_rank()[0] == 0:
-        _print_where(cfg, tracker.run_id)
+        _print_where(cfg, tracker.run_id, getattr(tracker, "left_in_spool", 0))
     return 0
 
 
-def _print_where(cfg: WorkbenchConfig, run_id: str | None) -> None:
+def _print_where(cfg: WorkbenchConfig, run_id: str | None, left_in_spool: int = 0) -> None:
     uri = tracking_uri()
     print(f"\nRun {run_id} ({cfg.method}, seed {cfg.seed}) finished in experiment {cfg.tracking.experiment!r}.")
+    if left_in_spool:
+        print(f"  not yet stored : {left_in_spool} records in its spool; `workbench sync {run_id}` writes them")
     print(f"  tracking store : {uri}")
     print(f"  list runs      : workbench runs --experiment {cfg.tracking.experiment}")
     print(f"  browse metrics : mlflow ui --backend-store-uri {uri}")
