@@ -4,7 +4,7 @@
 table rows, text and Parquet artifacts, datasets, and last the run's status) to a spool folder
 first, and a sender thread (:mod:`workbench.sender`) writes it from there to MLflow. Where the
 store cannot be reached, records wait in the spool and training goes on; ``workbench sync RUN_ID``
-(:mod:`workbench.sync_cmd`) replays what a process left behind.
+(:mod:`workbench.sync`) replays what a process left behind.
 
 Layout: ``<run folder>/spool/<session>/`` (the run folder is ``training.output_dir/<run id>``, by
 default ``outputs/<run id>``), one session per process that wrote the run, named
