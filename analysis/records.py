@@ -20,6 +20,9 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 """Artifact folder beside :data:`DEFAULT_DB`."""
 DEFAULT_EXPERIMENT = "workbench"
 """The MLflow experiment of ``workbench run``, ``eval``, ``probe`` and ``runs`` unless told otherwise."""
+DEFAULT_OUTPUT_DIR = "outputs"
+"""Folder of the runs' own folders (``<run id>/``: checkpoints, the spool of records not yet in the store),
+relative to the working directory, unless ``training.output_dir`` says otherwise."""
 
 
 def tracking_uri() -> str:

@@ -123,10 +123,12 @@ atexit.register(shutil.rmtree, SCRATCH, True)
 
 
 def config(method: str, *overrides: str):
-    """A workbench config as the CLI builds it (defaults < preset < overrides), evaluation off, outputs in
+    """A workbench config as the CLI builds it (defaults < preset < overrides), evaluation off, no checkpoints
+    but the last (a run's default, one every tenth of it, is every step of a short benchmark call), outputs in
     a scratch folder."""
     from workbench.config import EvalConfig, build_config
 
     no_eval = [f"eval.{name}={value}" for name, value in (("initial", "false"), ("final", "false"), ("every", 0))
                if name in EvalConfig.model_fields]
-    return build_config([{"method": method}], [*no_eval, f"training.output_dir={SCRATCH}/outputs", *overrides])
+    return build_config([{"method": method}], [*no_eval, "training.save_steps=0", f"training.output_dir={SCRATCH}/outputs",
+                                               *overrides])

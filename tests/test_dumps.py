@@ -398,8 +398,11 @@ def test_metrics_flush_when_the_interval_has_passed(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri)
     tracker = MlflowTracker(client, client.create_run(experiment_id(client, "interval")).info.run_id, flush_s=0)
-    tracker.log_metrics({"train/reward": 0.25}, step=1)  # handed to the writer thread at once
-    tracker._writer.wait()
+    tracker.log_metrics({"train/reward": 0.25}, step=1)  # spooled at once, and written by the sender thread
+    assert tracker.spool.last_seq == 1
+    deadline = time.monotonic() + 60
+    while not client.get_metric_history(tracker.run_id, "train/reward") and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "train/reward")] == [(1, 0.25)]
 
 

@@ -15,6 +15,7 @@ on 2 processes; here the whole ``workbench run`` runs in 2 processes and the rec
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 
 from analysis.loaders import load_dumps, metric_history, runs_table
+from trainers.g2rl import G2RL
 from trainers.method import StepBatch
 from workbench.config import build_config, build_method
 from workbench.tasks import build_task
@@ -60,10 +62,15 @@ def test_accelerate_launch_two_processes_trains_g2rl_recorded_once(store, model_
     assert runs["status"].iloc[0] == "FINISHED"
     assert metric_history(run_id, "train/reward", store)["step"].tolist() == list(range(1, STEPS + 1))
 
-    cfg = build_config([{"method": "g2rl"}], OVERRIDES)
+    _check_shaped_as_on_one_process(run_id, store, build_config([{"method": "g2rl"}], OVERRIDES), STEPS)
+
+
+def _check_shaped_as_on_one_process(run_id: str, store: str, cfg, steps: int) -> None:
+    """Every step's dump holds the whole batch in TRL's order, and its shaping equals one process's."""
     task = build_task(cfg.task)
     gold = {p.id: p for p in task.problems("train")}
     dumps = load_dumps(run_id, store)
+    assert sorted(dumps["step"].unique()) == list(range(1, steps + 1))
     for step, frame in dumps.groupby("step"):
         frame = frame.sort_index()
         n = PROMPTS * GENERATIONS
@@ -98,6 +105,55 @@ def test_a_rank_0_failure_to_open_the_run_stops_every_rank(store, model_cache, t
     assert f"MLflow tracking server {dead} is not reachable" in proc.stderr  # rank 0's own error
     assert "rank 0 could not open the MLflow run (TrackingError: MLflow tracking server" in proc.stderr  # rank 1's
     assert not (tmp_path / "outputs").exists()  # nobody started training
+
+
+CELL_STEPS = 8  # a checkpoint every step (the default: a tenth of the run), the newest 2 kept
+KILL_AT = 4  # the shaping of step 4: checkpoint-3 is saved
+CELL = ["-m", "workbench.cli", "sweep", "--methods", f"{__name__}:KillsItsLaunchOnce", "--seeds", "0",
+        "--experiment", "cell", *[a for o in OVERRIDES if not o.startswith("training.steps=") for a in ("--set", o)],
+        "--steps", str(CELL_STEPS), "--cell", "0"]
+
+
+class KillsItsLaunchOnce(G2RL):
+    """G2RL; in the first launch in a folder, rank 0 SIGKILLs itself when it shapes step ``KILL_AT`` (the launcher
+    then stops the other rank): a crash without warning, deterministically mid-run, after a checkpoint."""
+
+    shaped = 0
+
+    def shape(self, batch: StepBatch):
+        KillsItsLaunchOnce.shaped += 1
+        marker = Path("killed-once")
+        if KillsItsLaunchOnce.shaped == KILL_AT and os.environ.get("RANK") == "0" and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().shape(batch)
+
+
+@pytest.mark.timeout(900)
+def test_a_sweep_cell_spans_two_processes_recorded_once_and_resumes_after_a_kill(store, model_cache, tmp_path):
+    """``accelerate launch ... sweep --cell 0`` on 2 processes, rank 0 SIGKILLed at step 4, then launched again:
+    one run, resumed from its checkpoint, every step once, shaped as one process shapes."""
+    from analysis.records import RESUMED_TAG
+    from workbench.tracking import client
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    launch = lambda: subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",  # noqa: E731
+                                     "--main_process_port", str(_free_port()), *CELL], cwd=tmp_path, env=env,
+                                    capture_output=True, text=True, timeout=600)
+    killed = launch()
+    assert killed.returncode != 0 and "Signal 9 (SIGKILL) received" in killed.stderr, killed.stderr[-4000:]
+    (run,) = runs_table("cell", store).itertuples()
+    assert run.status == "RUNNING"
+    run_id = run.run_id
+
+    again = launch()
+    assert again.returncode == 0, again.stderr[-4000:]
+    runs = runs_table("cell", store)
+    assert runs["run_id"].tolist() == [run_id] and runs["status"].tolist() == ["FINISHED"]  # recorded once
+    assert client(store).get_run(run_id).data.tags[RESUMED_TAG] == str(KILL_AT - 1), again.stderr[-4000:]
+    assert metric_history(run_id, "train/reward", store)["step"].tolist() == list(range(1, CELL_STEPS + 1))
+    cfg = build_config([{"method": f"{__name__}:KillsItsLaunchOnce"}], [*OVERRIDES, f"training.steps={CELL_STEPS}"])
+    _check_shaped_as_on_one_process(run_id, store, cfg, CELL_STEPS)
 
 
 # --------------------------------------------------------------------------- GPU cluster configs (parsed, not run)

@@ -24,7 +24,7 @@ PROBE = ["--n", "3", "--max-problems", "3", "--max-new-tokens", "12"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, model_cache):
-    """A finished 3-step g2rl run of the default (SMALL) with its final checkpoint, in a store of its own that
+    """A finished 3-step g2rl run of the default (SMALL) with its checkpoints, in a store of its own that
     the tests of this module share (one training for all); (run id, config, store URI, working folder)."""
     folder = tmp_path_factory.mktemp("probe")
     uri = f"sqlite:///{folder / 'mlruns.db'}"
@@ -107,8 +107,9 @@ def test_bad_input_names_the_value_and_the_fix(trained, store, tmp_path, capsys)
                                                                MlflowClient(tracking_uri=store).search_experiments()]))
     cases = [
         (["probe", "0123abcd"], "no run '0123abcd'"),
-        (["probe", run_id, "--step", "2"], f"no checkpoint of step 2 in {folder / 'outputs' / run_id} "
-                                           f"(saved steps: {cfg.training.steps})"),
+        # A checkpoint every step (a tenth of 3 steps, at least 1), the newest 2 kept: step 1's is gone.
+        (["probe", run_id, "--step", "1"], f"no checkpoint of step 1 in {folder / 'outputs' / run_id} "
+                                           f"(saved steps: {cfg.training.steps - 1}, {cfg.training.steps})"),
         (["probe", "--checkpoint", str(tmp_path / "nope")], "the folder does not exist"),
         (["probe", run_id, "--preset", "tiny"], "got RUN_ID and --preset"),
         (["probe", "--preset", "tiny", "--step", "3"], "--step 3 picks a checkpoint of a run"),

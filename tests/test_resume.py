@@ -12,8 +12,9 @@ whose sampler state is not in the Trainer's checkpoint; there the values agree
 only in distribution, while the step structure (no step missing, none seen twice
 by the loaders) holds regardless.
 
-Steps the killed process logged after its last checkpoint are logged again by
-the resumed one: MLflow appends metric values and cannot delete them, so the raw
+What the killed process had spooled but not yet written to the store is written
+by ``workbench sync`` (``--resume`` does the same first). Steps the killed process
+logged after its last checkpoint are logged again by the resumed one: MLflow appends metric values and cannot delete them, so the raw
 history holds those steps twice and ``analysis.loaders.metric_history`` keeps the
 later value. Dumps are files named by step and are overwritten.
 """
@@ -40,7 +41,7 @@ from analysis.records import PID_TAG
 from workbench.tracking import client
 from workbench.launch import RESUMED_TAG, last_checkpoint, start_tracker
 
-STEPS, SAVE = 8, 2
+STEPS, SAVE = 20, 2  # SAVE: the default checkpoint interval, a tenth of the run
 # Shrunk for 2 CPU cores: a 100-step warm start, 4 prompts x 4 completions of <= 6 tokens.
 # g2rl, because its +-1 rewards shaped by nu give a gradient even when every answer of
 # the weak tiny policy is wrong (GRPO's 0/1 rewards would leave the weights unchanged).
@@ -50,7 +51,6 @@ ARGS = [
     "--set", "training.prompts_per_step=4",
     "--set", "training.num_generations=4",
     "--set", "training.max_completion_length=6",
-    "--set", f"training.save_steps={SAVE}",
     "--set", "eval.final=false",  # the baseline evaluation at step 0 is kept, small: 8 problems x 2 samples
     "--set", "eval.max_problems=8",
     "--set", "eval.n=2",
@@ -97,13 +97,15 @@ def _vectors(frame, column: str) -> np.ndarray:
 
 @pytest.mark.timeout(600)
 def test_killed_run_resumes_to_the_record_of_an_uninterrupted_run(store, model_cache, tmp_path):
-    run_id = _start_and_kill(tmp_path, dump_step=5)  # mid step 5: checkpoint-4 saved, step 5 partly logged
+    # A run with the default checkpoints (every tenth of it), SIGKILLed at 60 %: mid step 12, checkpoint-10 saved.
+    run_id = _start_and_kill(tmp_path, dump_step=12)
     (killed,) = _runs(store)
     assert killed.info.run_id == run_id and killed.info.status == "RUNNING"  # SIGKILL leaves no chance to close
+    assert main(["sync", run_id]) == 0  # what the killed process had spooled and not yet written
     before = _raw_steps(store, run_id)
     killed_at = max(max(steps) for steps in before.values())
     checkpoint, n = last_checkpoint(tmp_path / "outputs" / run_id)
-    assert checkpoint is not None and SAVE <= n < STEPS and n <= killed_at < STEPS
+    assert checkpoint is not None and 12 - SAVE <= n <= killed_at < STEPS  # lost at most a tenth of the run
 
     assert main(["run", "--resume", run_id]) == 0
     assert main(["run", *ARGS, "--experiment", "reference"]) == 0
@@ -146,7 +148,7 @@ def test_killed_run_resumes_to_the_record_of_an_uninterrupted_run(store, model_c
 
     ours = load_file(tmp_path / "outputs" / run_id / f"checkpoint-{STEPS}" / "model.safetensors")
     theirs = load_file(tmp_path / "outputs" / reference.info.run_id / f"checkpoint-{STEPS}" / "model.safetensors")
-    early = load_file(tmp_path / "outputs" / run_id / f"checkpoint-{SAVE}" / "model.safetensors")
+    early = load_file(tmp_path / "outputs" / run_id / f"checkpoint-{STEPS - SAVE}" / "model.safetensors")  # kept: 2
     assert all(np.array_equal(ours[k], theirs[k]) for k in theirs)
     assert any(not np.array_equal(ours[k], early[k]) for k in early)
 

@@ -71,19 +71,26 @@ def test_bad_cell_flags_are_refused_before_anything_runs(store, capsys, extra, n
     assert not Path(store.removeprefix("sqlite:///")).exists()  # refused before the store was opened
 
 
-def test_a_sweep_under_a_multi_process_launcher_is_refused(store, capsys, monkeypatch):
+def test_a_whole_sweep_under_a_multi_process_launcher_is_refused(store, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
-    assert main([*GRID, "--cell", "0"]) == 2
-    assert "one of 8 (torchrun / accelerate launch)" in capsys.readouterr().err
+    assert main(GRID) == 2
+    assert "one of 8 processes (torchrun / accelerate launch), which train one cell together: add --cell K" in \
+        capsys.readouterr().err
+    assert main([*GRID, "--cell", "0", "--probe", "task"]) == 2
+    assert "--probe task samples on one process, and this is one of 8" in capsys.readouterr().err
     assert not Path(store.removeprefix("sqlite:///")).exists()
 
 
-def test_cells_checkpoint_by_default_at_the_sweeps_cadence():
+def test_cells_checkpoint_as_every_run_does():
+    from workbench.config import build_config
+
     (cfg,) = cell_configs(["g2rl"], [0], BASE, [], "grid")
-    assert (cfg.training.save_steps, cfg.training.keep_checkpoints) == (2, 2)  # a tenth of 20 steps
+    assert (cfg.training.checkpoint_every(), cfg.training.keep_checkpoints) == (2, 2)  # a tenth of 20 steps
+    assert cfg.training == build_config(BASE).training  # a plain run's default, declared once
+    assert build_config([], ["training.steps=5"]).training.checkpoint_every() == 1  # at least one a step
     (own,) = cell_configs(["g2rl"], [0], BASE, ["training.save_steps=5"], "grid")
     (never,) = cell_configs(["g2rl"], [0], [*BASE, {"training": {"save_steps": 0}}], [], "grid")  # a YAML's
-    assert own.training.save_steps == 5 and never.training.save_steps == 0
+    assert own.training.checkpoint_every() == 5 and never.training.checkpoint_every() == 0
     assert config_hash(own) == config_hash(cfg)  # the cadence does not change what a cell computes
     assert check_cell(3, 4) == 3
     with pytest.raises(ConfigError, match="--cell 4 is out of range"):

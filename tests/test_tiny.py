@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from workbench.config import build_config
@@ -45,9 +49,35 @@ def test_the_model_is_built_once_and_a_concurrent_build_is_harmless(tmp_path, mo
     assert tiny.tiny_model_dir(cfg) == folder and calls == [3]  # cached
     tiny.build_tiny(cfg, folder)  # as a second process finishing after the first: keeps the first's model
     assert (folder / "config.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left behind
+    # No temporary folder left behind; the lock file beside the folder stays (removing it could let a late
+    # process lock a new file while another still holds the old one).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name, f"{folder.name}.lock"]
 
 
 def test_a_task_without_a_recipe_is_refused():
     with pytest.raises(ValueError, match="warm-started on a synthetic task .*--task countdown"):
         tiny.tiny_model_dir(build_config([], ["task.name=gsm8k"]))
+
+
+def test_one_process_builds_the_model_cache_while_the_others_wait(tmp_path):
+    from workbench.models.cache import built
+
+    builds = []
+
+    def build(folder: Path) -> None:
+        builds.append(threading.current_thread().name)
+        time.sleep(0.5)  # others arrive meanwhile
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir()
+        (tmp / "config.json").write_text("{}")
+        tmp.replace(folder)
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(built(tmp_path / "tiny-x", build)), name=f"t{k}")
+               for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and got == [tmp_path / "tiny-x"] * 3
+    assert (tmp_path / "tiny-x" / "config.json").is_file()

@@ -15,11 +15,13 @@ from workbench.probe import add_probe_parser
 from workbench.report import add_report_parser
 from workbench.study import add_study_parser
 from workbench.sweep import add_sweep_parser
+from workbench.sync import add_sync_parser
 from trainers.registry import UnknownNameError
 from workbench.signals import sigterm_as_interrupt
+from workbench.spool import SpoolError
 from workbench.tracking import TrackingError, closing_run, tracking_uri
 
-USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, FileNotFoundError)
+USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, SpoolError, FileNotFoundError)
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -61,13 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
     the same input the same way; only rank 0 records (see ``launch_tracker``).
     """
-    from workbench.launch import find_resume_point, launch_tracker, process_rank
+    from workbench.launch import launch_tracker, process_rank, shared_resume_point
     from workbench.train import load_inputs, train
 
     point = None
     if args.resume:
         _refuse_config_flags(args)
-        point = find_resume_point(args.resume)
+        point = shared_resume_point(args.resume)
         cfg = point.config
     else:
         cfg = config_from_args(args)
@@ -79,13 +81,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     with sigterm_as_interrupt(), closing_run(tracker):
         train(cfg, tracker, inputs=inputs, resume_from_checkpoint=point.checkpoint if point else None)
     if process_rank()[0] == 0:
-        _print_where(cfg, tracker.run_id)
+        _print_where(cfg, tracker.run_id, getattr(tracker, "left_in_spool", 0))
     return 0
 
 
-def _print_where(cfg: WorkbenchConfig, run_id: str | None) -> None:
+def _print_where(cfg: WorkbenchConfig, run_id: str | None, left_in_spool: int = 0) -> None:
     uri = tracking_uri()
     print(f"\nRun {run_id} ({cfg.method}, seed {cfg.seed}) finished in experiment {cfg.tracking.experiment!r}.")
+    if left_in_spool:
+        print(f"  not yet stored : {left_in_spool} records in its spool; `workbench sync {run_id}` writes them")
     print(f"  tracking store : {uri}")
     print(f"  list runs      : workbench runs --experiment {cfg.tracking.experiment}")
     print(f"  browse metrics : mlflow ui --backend-store-uri {uri}")
@@ -137,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     add_config_flags(run)
     run.add_argument("--resume", metavar="RUN_ID",
                      help="continue a stopped run (same MLflow run, same config) from its last checkpoint; "
-                          "needs training.save_steps > 0 in that run")
+                          "needs a checkpoint of that run (every run saves them unless training.save_steps=0)")
     run.set_defaults(func=cmd_run)
     cfg = sub.add_parser("config", help="print the resolved config of a run as YAML (nothing runs)")
     add_config_flags(cfg)
@@ -150,6 +154,7 @@ def parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     add_probe_parser(sub)
     add_report_parser(sub)
+    add_sync_parser(sub)
     return p
 
 

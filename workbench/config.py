@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from analysis.records import DEFAULT_EXPERIMENT
+from analysis.records import DEFAULT_EXPERIMENT, DEFAULT_OUTPUT_DIR
+from workbench.tracking import FINISH_WAIT_S
 
 
 class ConfigError(ValueError):
@@ -67,6 +68,12 @@ class TaskConfig(_Section):
         return ops
 
 
+CHECKPOINTS_PER_RUN = 10
+"""Checkpoints a run saves by default (``training.save_steps: null``): one every tenth of its steps."""
+KEEP_CHECKPOINTS = 2
+"""Checkpoints a run keeps by default, the newest (``training.keep_checkpoints``)."""
+
+
 class TrainingConfig(_Section):
     steps: int = Field(100, ge=1, description="Optimizer steps.")
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="AdamW learning rate (paper: 5e-7 on Qwen3).")
@@ -92,11 +99,19 @@ class TrainingConfig(_Section):
     use_vllm: bool = Field(False, description="Generate with vLLM (GPU); G2RL then uses the forward feature route.")
     vllm_mode: Literal["colocate", "server"] = Field("colocate", description="TRL's vLLM mode.")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default).")
-    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps (0: never).")
+    save_steps: int | None = Field(None, ge=0, description="Checkpoint every N steps (0: never; None: every "
+                                   f"tenth of the run, steps // {CHECKPOINTS_PER_RUN}, at least 1), so "
+                                   "`workbench run --resume` can continue a stopped run.")
     save_final: bool = Field(True, description="Save a checkpoint of the last step, for `workbench probe`, also "
                              "with save_steps=0 (with save_steps > 0 the Trainer saves the last step anyway).")
-    keep_checkpoints: int | None = Field(None, ge=1, description="Keep only the newest N checkpoints (None: all).")
-    output_dir: str = Field("outputs", description="Folder for checkpoints and caches of this run.")
+    keep_checkpoints: int | None = Field(KEEP_CHECKPOINTS, ge=1, description="Keep only the newest N checkpoints "
+                                         "(None: all).")
+    output_dir: str = Field(DEFAULT_OUTPUT_DIR, description="Folder of the runs' folders (<run id>/: checkpoints, "
+                            "the spool of records not yet in the tracking store).")
+
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints: ``save_steps``, or a tenth of the run where it is None; 0: none."""
+        return max(1, self.steps // CHECKPOINTS_PER_RUN) if self.save_steps is None else self.save_steps
 
 
 class FeaturesConfig(_Section):
@@ -172,6 +187,9 @@ class TrackingConfig(_Section):
     system_metrics: bool = Field(False, description="Log MLflow's system metrics (CPU, memory, disk, network, "
                                  "GPU) under system/.")
     system_metrics_s: float = Field(10.0, gt=0, description="Seconds between system-metric samples.")
+    finish_wait_s: float = Field(FINISH_WAIT_S, ge=0, description="At the end of a run, seconds to wait for a "
+                                 "tracking store that does not answer, before leaving the rest of the record in "
+                                 "the run's spool for `workbench sync`.")
 
     def system_metrics_interval(self) -> float:
         """The sampling interval of MLflow's system metrics; 0 when they are off."""

@@ -8,12 +8,13 @@ tagged with the host and process that train it (:func:`run_process` reads them
 back) and the folder of its checkpoints.
 
 Resume (``workbench run --resume RUN_ID``, :func:`find_resume_point`): TRL
-checkpoints (``training.save_steps``) go to ``training.output_dir/<run id>``
-(:func:`checkpoint_dir`); the run continues from its last complete
-``checkpoint-N`` (:func:`last_checkpoint`) with the optimizer, scheduler and RNG
-states of the checkpoint, and the config of the run's own ``config.yaml``. Steps
-up to N are not logged again. Steps the killed process logged after N (at most
-``save_steps`` of them) are logged a second time by the resumed process, later:
+checkpoints (every tenth of the run unless ``training.save_steps`` says otherwise)
+go to ``training.output_dir/<run id>`` (:func:`checkpoint_dir`); the run first
+writes what the stopped process left in its spool, then continues from its last
+complete ``checkpoint-N`` (:func:`last_checkpoint`) with the optimizer, scheduler
+and RNG states of the checkpoint, and the config of the run's own ``config.yaml``.
+Steps up to N are not logged again. Steps the killed process logged after N (at
+most one checkpoint interval) are logged a second time by the resumed process, later:
 MLflow appends metric values and cannot delete them, and
 ``analysis.loaders.metric_history`` keeps the last value of each step (MLflow
 returns a history in timestamp order), so a reader sees each step once, with the
@@ -29,7 +30,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def start_tracker(cfg: WorkbenchConfig) -> MlflowTracker:
     """A new MLflow run of ``cfg``: its tags, flattened params, ``config.yaml`` and the process tags."""
     run_name = cfg.tracking.run_name or f"{cfg.method}-s{cfg.seed}"
     tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s,
-                                  system_metrics_s=cfg.tracking.system_metrics_interval())
+                                  system_metrics_s=cfg.tracking.system_metrics_interval(),
+                                  output_dir=cfg.training.output_dir, finish_wait_s=cfg.tracking.finish_wait_s)
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.log_text(to_yaml(cfg), CONFIG_ARTIFACT)
     tracker.set_tags(_process_tags(cfg, tracker.run_id))
@@ -160,15 +162,22 @@ def last_checkpoint(folder: Path) -> tuple[Path | None, int]:
 
 
 def find_resume_point(run_id: str) -> ResumePoint:
-    """Read what resuming ``run_id`` needs, writing nothing: its config, status and last checkpoint.
+    """Read what resuming ``run_id`` needs: its config, status and last checkpoint, after writing what the
+    stopped process left in the run's spool (:func:`workbench.sync.sync_run`; it may hold the last steps,
+    ``config.yaml`` and the status).
 
     Refuses a FINISHED run, a run still RUNNING in a live process on this host
     (:func:`run_process`; one RUNNING on another host is resumed, the caller
     vouching that it stopped), a run without ``config.yaml`` and a run that saved no checkpoints.
     """
     check_run_id(run_id)  # before any store is opened
+    from workbench.sync import has_spool, run_folder_of, sync_run
+
     c = client()
     run = get_run(c, run_id)
+    if has_spool(folder := run_folder_of(run_id, run.data.tags)):
+        sync_run(c, run_id, folder)
+        run = get_run(c, run_id)
     status, tags = run.info.status, run.data.tags
     if status == "FINISHED":
         raise TrackingError(f"run {run_id} is FINISHED; nothing to resume (start a new run with `workbench run`)")
@@ -180,7 +189,7 @@ def find_resume_point(run_id: str) -> ResumePoint:
         raise TrackingError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact, so its config is unknown; "
                             "only runs started by `workbench run` can be resumed")
     cfg = validate(yaml.safe_load(text))
-    if not cfg.training.save_steps:
+    if not cfg.training.checkpoint_every():
         raise TrackingError(f"run {run_id} saved no checkpoints (training.save_steps=0); start a new run, "
                             "with --set training.save_steps=N to make it resumable")
     folder = checkpoint_folder(cfg, run_id, tags.get(CHECKPOINT_TAG))
@@ -188,10 +197,29 @@ def find_resume_point(run_id: str) -> ResumePoint:
     return ResumePoint(run_id, cfg, path, step)
 
 
+def shared_resume_point(run_id: str) -> ResumePoint:
+    """:func:`find_resume_point` of ``run_id`` on rank 0 (which alone writes the run's spool first), the same
+    point on every rank of the launch (:func:`from_rank_zero`)."""
+    found: list[ResumePoint] = []
+
+    def find() -> dict:
+        found.append(point := find_resume_point(run_id))
+        return {"run_id": point.run_id, "config": to_yaml(point.config), "step": point.step,
+                "checkpoint": str(point.checkpoint) if point.checkpoint is not None else None}
+
+    shared = from_rank_zero(find, f"find where run {run_id} resumes")
+    if found:
+        return found[0]
+    checkpoint = Path(shared["checkpoint"]) if shared["checkpoint"] else None
+    return ResumePoint(shared["run_id"], validate(yaml.safe_load(shared["config"])), checkpoint, shared["step"])
+
+
 def reopen_tracker(point: ResumePoint) -> MlflowTracker:
     """Reopen the run of ``point`` for writing (RUNNING again), tagged with the step it resumes from."""
+    folder = point.checkpoint.parent if point.checkpoint is not None else checkpoint_dir(point.config, point.run_id)
     tracker = MlflowTracker.resume(point.run_id, flush_s=point.config.tracking.flush_s,
-                                   system_metrics_s=point.config.tracking.system_metrics_interval())
+                                   system_metrics_s=point.config.tracking.system_metrics_interval(),
+                                   run_folder=folder, finish_wait_s=point.config.tracking.finish_wait_s)
     tags = _process_tags(point.config, point.run_id)
     if point.checkpoint is not None:  # training goes on writing next to the checkpoint it resumes
         tags[CHECKPOINT_TAG] = str(point.checkpoint.parent.resolve())
@@ -210,37 +238,56 @@ def launch_tracker(cfg: WorkbenchConfig, resume: ResumePoint | None = None) -> T
 
     If rank 0 fails (say the server is down), every rank raises, so none waits forever.
     """
-    open_run = (lambda: reopen_tracker(resume)) if resume else (lambda: start_tracker(cfg))
-    rank, world = process_rank()
-    if world == 1:
-        return open_run()
+    opened: list[Tracker] = []
+
+    def open_run() -> dict[str, str]:
+        opened.append(reopen_tracker(resume) if resume else start_tracker(cfg))
+        return {"run_id": opened[0].run_id}
+
+    shared = from_rank_zero(open_run, "open the MLflow run")
+    return opened[0] if opened else NullTracker(run_id=shared["run_id"])
+
+
+def from_rank_zero(compute: Callable[[], dict], what: str) -> dict:
+    """``compute()`` (a JSON-able dict) run on rank 0 only, its result on every rank of the launch.
+
+    Alone (no ``torchrun`` / ``accelerate launch``), just ``compute()``. Otherwise it first starts the
+    process group (accelerate's ``PartialState``, which TRL's Trainer then reuses). If rank 0's
+    ``compute`` raises, rank 0 raises that error and every other rank a TrackingError saying that rank 0
+    could not ``what``, so no rank waits forever.
+    """
+    if process_rank()[1] == 1:
+        return compute()
     import torch
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())  # the process group TRL's Trainer then reuses
-    tracker, error = None, None
+    state = PartialState(cpu=not torch.cuda.is_available())
+    result, error = None, None
     if state.is_main_process:
         try:
-            tracker = open_run()
+            result = compute()
         except Exception as err:  # noqa: BLE001  sent to the other ranks, then raised here too
             error = err
-    sent = _broadcast_text(tracker.run_id if tracker else f"\0{type(error).__name__}: {error}", state.device)
+    sent = _broadcast_text(json.dumps(result) if error is None else f"\0{type(error).__name__}: {error}",
+                           state.device)
     if error is not None:
         raise error
     if sent.startswith("\0"):
-        raise TrackingError(f"rank 0 could not open the MLflow run ({sent[1:]})")
-    return tracker if state.is_main_process else NullTracker(run_id=sent)
+        raise TrackingError(f"rank 0 could not {what} ({sent[1:]})")
+    return json.loads(sent)
 
 
-def _broadcast_text(text: str, device, size: int = 4096) -> str:
-    """``text`` of rank 0 on every rank, as a fixed-size byte tensor (no pickling)."""
+def _broadcast_text(text: str, device) -> str:
+    """``text`` of rank 0 on every rank (the others' ``text`` is not used): its length, then its UTF-8 bytes,
+    as tensors (no pickling)."""
     import torch
     import torch.distributed as dist
 
-    data = text.encode("utf-8")[: size - 4]
-    buf = torch.zeros(size, dtype=torch.uint8, device=device)  # (size,) 4 length bytes, then the text
-    buf[:4] = torch.tensor(list(len(data).to_bytes(4, "little")), dtype=torch.uint8)
-    buf[4 : 4 + len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    data = list(text.encode("utf-8"))
+    length = torch.tensor([len(data)], dtype=torch.int64, device=device)  # (1,)
+    dist.broadcast(length, src=0)
+    buf = torch.zeros(int(length.item()), dtype=torch.uint8, device=device)  # (length,) rank 0's length
+    if dist.get_rank() == 0 and data:
+        buf[:] = torch.tensor(data, dtype=torch.uint8)
     dist.broadcast(buf, src=0)
-    raw = bytes(buf.cpu().tolist())
-    return raw[4 : 4 + int.from_bytes(raw[:4], "little")].decode("utf-8")
+    return bytes(buf.cpu().tolist()).decode("utf-8")

@@ -20,6 +20,7 @@ computed there, and its metrics reach MLflow a step or so later, under their own
 from __future__ import annotations
 
 import time
+import warnings
 
 import pandas as pd
 from transformers import TrainerCallback
@@ -29,7 +30,7 @@ from analysis.records import COMPLETIONS_TABLE, SUMMARY_PATH, dump_path
 from analysis.summary import PairSummaries
 from trainers.step_record import StepRecord, completion_rows, dump_due, dump_table, step_metrics
 from workbench.config import FeaturesConfig
-from workbench.tracking import Tracker
+from workbench.tracking import Tracker, TrackingError
 
 
 class StepRecorder:
@@ -56,8 +57,16 @@ class StepRecorder:
         return metrics
 
     def flush(self) -> None:
-        """Write the pair summaries of every step so far (replacing the artifact), then flush the tracker."""
-        if (table := self.summaries.table()) is not None:
+        """Write the pair summaries of every step so far (replacing the artifact), then flush the tracker.
+
+        Where the summaries of an earlier process of the run cannot be read (the tracking store does not
+        answer), they are not written now, which would drop those rows; the next flush tries again."""
+        try:
+            table = self.summaries.table()
+        except TrackingError as err:
+            warnings.warn(f"pair summaries not written at this flush: {err}", stacklevel=2)
+            table = None
+        if table is not None:
             self.tracker.log_parquet(table, SUMMARY_PATH)
         self.tracker.flush()
 

@@ -22,8 +22,8 @@ Cells are numbered from 0 in method-major order. A cell is identified by its tag
   ``rerun_running`` is set; then that run counts as killed (for a scheduler that
   runs each cell once at a time, where a requeued job may land on another host).
 
-Cells checkpoint by default about ten times a run, keeping the newest two
-(:func:`checkpoint_layer`); ``training.save_steps`` and
+Cells checkpoint as every run does, every tenth of the run, keeping the newest two
+(:meth:`workbench.config.TrainingConfig.checkpoint_every`); ``training.save_steps`` and
 ``training.keep_checkpoints`` in the sweep's config (YAML or ``--set``) set
 another cadence, ``save_steps=0`` none. Changing any other config value
 (``--set``, ``--steps``, the YAML) changes the hash, so those cells run again
@@ -34,6 +34,9 @@ In MLflow the cells hang under one parent run of the experiment (tag
 on each cell), which the MLflow UI draws as a group. Running the sweep again,
 or another cell of it, finds that parent by its tag instead of making a second
 one; :func:`analysis.loaders.runs_table` leaves it out, as it is no cell.
+
+Under ``torchrun`` / ``accelerate launch``, ``--cell K`` trains that one cell across the launch's
+processes, rank 0 recording it (:mod:`workbench.sweep_cell`); a whole sweep there is refused.
 
 Cells run in-process rather than in a subprocess each: torch, TRL and the
 cached model load once (several seconds a cell on CPU), and the tracker
@@ -71,8 +74,6 @@ from workbench.tracking import (
 
 TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
 CELL_KEYS = ("method", "seed")
-CHECKPOINTS_PER_CELL = 10
-KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def checkpoint_layer(steps: int) -> dict[str, Any]:
-    """The config layer under the sweep's own: a checkpoint every tenth of the run, the newest two kept."""
-    return {"training": {"save_steps": max(1, steps // CHECKPOINTS_PER_CELL), "keep_checkpoints": KEEP_CHECKPOINTS}}
-
-
 def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list[dict[str, Any]],
                  overrides: Sequence[str], experiment: str) -> list[WorkbenchConfig]:
     """The validated config of every cell, in cell order (method-major); raises before anything runs."""
@@ -131,8 +127,7 @@ def cell_configs(methods: Sequence[str], seeds: Sequence[int], base_layers: list
         for seed in seeds:
             layers = [*base_layers, {"method": method, "seed": seed,
                                      "tracking": {"experiment": experiment, "run_name": None}}]
-            steps = build_config(layers, list(overrides)).training.steps
-            configs.append(build_config([checkpoint_layer(steps), *layers], list(overrides)))
+            configs.append(build_config(layers, list(overrides)))
     return configs
 
 
@@ -145,9 +140,23 @@ def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str,
                                      max_results=100)
 
 
+def _synced(mlflow_client, run):
+    """``run`` as the store holds it after writing what a stopped process left in its spool (its last steps,
+    its status: :func:`workbench.sync.sync_run`); a run that a live process writes is left to it."""
+    from workbench.sync import has_spool, run_folder_of, sync_run
+
+    if run.info.status in ("RUNNING", "SCHEDULED") and run_process(run.data.tags) is ProcessState.ALIVE:
+        return run
+    if not has_spool(folder := run_folder_of(run.info.run_id, run.data.tags)):
+        return run
+    sync_run(mlflow_client, run.info.run_id, folder)
+    return mlflow_client.get_run(run.info.run_id)
+
+
 def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | None]:
     """("skip", run_id) | ("running", run_id) | ("resume", run_id of the newest killed run) | ("run", None);
-    marks dead RUNNING runs KILLED."""
+    writes what stopped runs left in their spool first, and marks dead RUNNING runs KILLED."""
+    runs = [_synced(mlflow_client, run) for run in runs]
     for run in runs:
         if run.info.status == "FINISHED":
             return "skip", run.info.run_id
@@ -416,11 +425,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from workbench.tracking import tracking_uri
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not args.list:
-        raise ConfigError(f"workbench sweep trains each cell in one process, but this is one of {world} "
-                          "(torchrun / accelerate launch): every process would record a run of its own. Start "
-                          "sweep cells without a launcher, or train a multi-GPU cell with `accelerate launch -m "
-                          "workbench.cli run` (and `--resume RUN_ID` after a stop)")
+    if world > 1 and not args.list and args.cell is None:
+        raise ConfigError(f"this is one of {world} processes (torchrun / accelerate launch), which train one cell "
+                          "together: add --cell K (the cells of a whole sweep run one after the other, each "
+                          "launched on its own: `workbench sweep ... --list` prints their commands)")
+    if world > 1 and args.probe:
+        raise ConfigError(f"--probe {args.probe} samples on one process, and this is one of {world}; drop --probe "
+                          "and probe the finished cell afterwards with `workbench probe RUN_ID`")
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
     layers = config_layers(args)
@@ -444,11 +455,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cells = None if args.cell is None else [check_cell(args.cell, len(configs))]
     console = Console(stderr=True)
     what = f"cell {args.cell} of " if cells else ""
-    console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
-                  f"in experiment {experiment!r} at {tracking_uri()}")
+    if os.environ.get("RANK", "0") == "0":
+        console.print(f"Sweep: {what}{len(methods)} methods x {len(seeds)} seeds = {len(configs)} cells "
+                      f"in experiment {experiment!r} at {tracking_uri()}")
     with sigterm_as_interrupt():  # a scheduler's stop marks the cell's run KILLED, resumable
-        results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
-                        rerun_running=args.rerun_running, cells=cells)
+        if world > 1:
+            from workbench.sweep_cell import run_cell_across
+
+            results = run_cell_across(configs, args.cell, experiment, console=console,
+                                      rerun_running=args.rerun_running)
+            if os.environ.get("RANK", "0") != "0":
+                return 0  # rank 0 reports
+        else:
+            results = sweep(methods, seeds, layers, args.overrides, experiment, console=console,
+                            rerun_running=args.rerun_running, cells=cells)
     Console().print(summary_table(results, experiment))
     failed = [r for r in results if r.status == "failed"]
     probes_failed = []

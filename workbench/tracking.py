@@ -4,24 +4,27 @@ Training code calls a :class:`Tracker` and never asks whether tracking is on:
 :class:`NullTracker` accepts the same calls and does nothing (nanochat's
 ``DummyWandb``). :class:`MlflowTracker` talks to any tracking server through
 ``MlflowClient`` with an explicit run id, so several runs can be written from
-one process. Without ``MLFLOW_TRACKING_URI`` the store is ``mlruns.db``
-(SQLite) with artifacts under ``mlartifacts/``, both in the working directory.
+one process; it spools every record in the run's folder first
+(:mod:`workbench.spool`) and writes it from there on a thread of its own
+(:mod:`workbench.sender`), so no caller waits on the server. Without
+``MLFLOW_TRACKING_URI`` the store is ``mlruns.db`` (SQLite) with artifacts under
+``mlartifacts/``, both in the working directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from analysis.records import DEFAULT_ARTIFACTS, KIND_TAG, check_metric_name, tracking_uri
+from analysis.records import DEFAULT_ARTIFACTS, DEFAULT_OUTPUT_DIR, KIND_TAG, check_metric_name, tracking_uri
 
+FINISH_WAIT_S = 60.0
+"""Seconds the end of a run waits, by default, for a tracking store that writes nothing (``tracking.finish_wait_s``)."""
 # MLflow's own rule for run ids: no dots or slashes, so an id can name a folder without escaping it.
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
 
@@ -222,112 +225,142 @@ class NullTracker(Tracker):
 
 
 class MlflowTracker(Tracker):
-    """Writes one MLflow run through ``MlflowClient`` (batched metrics, atomic artifacts), off the training thread.
+    """Writes one MLflow run through ``MlflowClient``, by way of a local spool, off the training thread.
 
-    Metrics and table rows are held in memory and handed, in one batch, to a writer thread
-    (:class:`~trainers.background.Background`) every ``flush_s`` seconds: one ``log_batch`` is a
-    synchronous transaction (about 40 ms on SQLite here), and MLflow appends to a table by
-    downloading and uploading it whole. Parquet artifacts are written to a local file on the calling
-    thread and uploaded by the writer. Every method may be called from any thread.
+    Every record (parameters, tags, metrics, table rows, text and Parquet artifacts, datasets, and
+    last the run's status) is first written to the run's spool, ``<run folder>/spool/``
+    (:mod:`workbench.spool`; the run folder is ``training.output_dir/<run id>``, by default
+    ``outputs/<run id>``), and a sender thread (:class:`~workbench.sender.Sender`) writes it from
+    there to the store, in order, each record once. No call waits on the network: while the store
+    does not answer, records wait in the spool and the sender tries again; when it answers, the
+    spool is written in order. Metrics and table rows are held in memory and spooled together
+    every ``flush_s`` seconds (MLflow appends to a table by downloading and uploading it whole);
+    Parquet artifacts are written whole, on the calling thread, into the spool. Every method may be
+    called from any thread.
 
-    :meth:`flush` hands over what is held and waits until the writer has written everything, so
-    what was logged before a flush is in the store after it. Training flushes at every checkpoint
+    :meth:`flush` spools what is held. With a store in a local file (``sqlite:``, ``file:``) it then
+    waits until the sender has written everything, so what was logged before a flush is in the
+    store after it; with any other store (a tracking server) it does not wait: what was logged is
+    on disk, in the store or in the spool. Training flushes at every checkpoint
     (``TrackerCallback.on_save`` and the recorder's flush), so a process killed without warning
-    (SIGKILL) loses only metrics of steps after its last checkpoint, which ``workbench run --resume``
-    trains and logs again; Ctrl-C, SIGTERM and errors finish the run through :func:`closing_run`,
-    which flushes. Parameters, text artifacts and tags flush first and are written at once. A write
-    that fails on the writer is raised from the next call that hands it work, or from :meth:`flush`.
+    (SIGKILL) leaves every step up to its last checkpoint in the store or the spool; ``workbench run
+    --resume`` replays the spool first, then trains and logs the later steps again. Parameters,
+    text artifacts, tags and datasets flush at once. A record the store refuses (not an outage)
+    is raised as :class:`~trainers.background.BackgroundError` from the next call that spools, or
+    from :meth:`flush`.
+
+    :meth:`finish` spools the status and waits for the sender to write everything, while the store
+    answers; after ``finish_wait_s`` seconds without a record written it stops waiting, leaves the
+    rest in the spool and prints the ``workbench sync`` command that replays it.
 
     ``system_metrics_s`` > 0 starts MLflow's own system-metrics monitor (CPU, memory, disk,
-    network, GPU under ``system/``), sampling every that many seconds until the run finishes.
+    network, GPU under ``system/``), sampling every that many seconds until the run finishes; it
+    writes to the store itself, not through the spool.
     """
 
     def __init__(self, mlflow_client, run_id: str, flush_s: float = 10.0, system_metrics_s: float = 0.0,
-                 resumed: bool = False) -> None:
+                 resumed: bool = False, run_folder: str | Path | None = None,
+                 finish_wait_s: float = FINISH_WAIT_S, fresh: bool = False) -> None:
         import threading
         import time
 
-        from trainers.background import Background
+        from workbench.sender import Sender
+        from workbench.spool import Session, spool_folder
 
         self.client = mlflow_client
-        self.run_id = run_id
+        self.run_id = check_run_id(run_id)
         self.flush_s = flush_s
+        self.finish_wait_s = finish_wait_s
+        self.uri = getattr(getattr(mlflow_client, "_tracking_client", None), "tracking_uri", "")
+        self.run_folder = Path(run_folder if run_folder is not None else Path(DEFAULT_OUTPUT_DIR) / run_id).absolute()
+        self.spool = Session.create(spool_folder(self.run_folder), run_id, self.uri)
+        self.left_in_spool = 0  # records finish() left for `workbench sync`
+        self._sender = Sender(mlflow_client, run_id, self.spool, f"mlflow-sender-{run_id[:8]}")
+        self._waits_for_store = self.uri.startswith(("sqlite:", "file:"))
+        self._fresh = fresh  # this tracker created the run: the store holds only what it logged
+        self._logged: set[str] = set()  # artifact paths this tracker logged
         self._lock = threading.Lock()  # guards what is held: _pending, _tables, _last_flush
-        self._pending: list = []  # mlflow Metric entities not yet handed to the writer
-        self._tables: dict[str, list[dict[str, list]]] = {}  # artifact file -> row blocks not yet handed over
+        self._pending: list[list] = []  # [key, value, timestamp ms, step] not yet spooled
+        self._tables: dict[str, list[dict[str, list]]] = {}  # artifact file -> row blocks not yet spooled
         self._last_flush = time.monotonic()
-        self._writer = Background(f"mlflow-writer-{run_id[:8]}")
         self._system = None
         if system_metrics_s > 0:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             self._system = SystemMetricsMonitor(run_id, sampling_interval=system_metrics_s, resume_logging=resumed,
-                                                tracking_uri=mlflow_client._tracking_client.tracking_uri)
+                                                tracking_uri=self.uri)
             self._system.start()
 
     @classmethod
     def start(cls, experiment: str, run_name: str, tags: dict[str, str], uri: str | None = None,
-              flush_s: float = 10.0, system_metrics_s: float = 0.0) -> MlflowTracker:
+              flush_s: float = 10.0, system_metrics_s: float = 0.0, output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+              finish_wait_s: float = FINISH_WAIT_S) -> MlflowTracker:
+        """A new run of ``experiment`` (the store must answer now); its folder is ``output_dir/<run id>``."""
         c = client(uri)
-        run = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags)
-        return cls(c, run.info.run_id, flush_s, system_metrics_s)
+        run_id = c.create_run(experiment_id(c, experiment), run_name=run_name, tags=tags).info.run_id
+        return cls(c, run_id, flush_s, system_metrics_s, run_folder=Path(output_dir) / run_id,
+                   finish_wait_s=finish_wait_s, fresh=True)
 
     @classmethod
     def resume(cls, run_id: str, uri: str | None = None, flush_s: float = 10.0,
-               system_metrics_s: float = 0.0) -> MlflowTracker:
+               system_metrics_s: float = 0.0, run_folder: str | Path | None = None,
+               finish_wait_s: float = FINISH_WAIT_S) -> MlflowTracker:
         """Reopen run ``run_id`` (status RUNNING again); metrics and artifacts append to what it has."""
         c = client(uri)
         get_run(c, run_id)
         c.update_run(run_id, status="RUNNING")
-        return cls(c, run_id, flush_s, system_metrics_s, resumed=True)
+        return cls(c, run_id, flush_s, system_metrics_s, resumed=True, run_folder=run_folder,
+                   finish_wait_s=finish_wait_s)
+
+    # ------------------------------------------------------------------ spooling
+
+    def _raise(self) -> None:
+        """Raise a record's refusal by the store, once, on the calling thread."""
+        from trainers.background import BackgroundError
+
+        if (err := self._sender.take_error()) is not None:
+            raise BackgroundError(f"{self._sender.name}: {err}") from err
+
+    def _spool(self, kind: str, payload: dict[str, Any], data: Path | None = None) -> None:
+        self._raise()
+        self._sender.put(self.spool.append(kind, payload, data))
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
+        self._spool("params", {"params": {k: str(v)[:6000] for k, v in params.items()}})
         self.flush()
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         import time
 
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        entities = [Metric(check_metric_name(k), float(v), now, step)
-                    for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
+        entries = [[check_metric_name(k), float(v), now, int(step)]
+                   for k, v in metrics.items() if v is not None and math.isfinite(float(v))]
         with self._lock:
-            self._pending += entities
+            self._pending += entries
             due = time.monotonic() - self._last_flush >= self.flush_s
         if due:
             self._hand_over()
 
     def flush(self) -> None:
-        """Hand over the metrics and table rows held in memory and wait until everything is written."""
+        """Spool the metrics and table rows held in memory; with a local store, wait until all is written."""
         self._hand_over()
-        self._writer.wait()
+        if self._waits_for_store:
+            self._sender.wait_written(self.spool.last_seq)
+        self._raise()
 
     def _hand_over(self) -> None:
-        """Give what is held to the writer thread (it writes in the order handed over)."""
+        """Spool what is held: one record of metrics, one of rows per table."""
         import time
 
         with self._lock:
             pending, self._pending = self._pending, []
             tables, self._tables = self._tables, {}
             self._last_flush = time.monotonic()
-        if pending or tables:
-            self._writer.submit(self._write, pending, tables)
-
-    def _write(self, pending: list, tables: dict[str, list[dict[str, list]]]) -> None:
-        for i in range(0, len(pending), 1000):  # MLflow's limit per log_batch
-            self.client.log_batch(self.run_id, metrics=pending[i : i + 1000])
-        if tables:
-            import pandas as pd
-
-            for artifact_file, blocks in tables.items():  # MLflow appends to a table that exists
-                self.client.log_table(self.run_id, pd.concat(map(pd.DataFrame, blocks), ignore_index=True),
-                                      artifact_file)
+        if pending:
+            self._spool("metrics", {"metrics": pending})
+        for artifact_file, blocks in tables.items():
+            for rows in _joined(blocks):
+                self._spool("table", {"file": artifact_file, "rows": rows})
 
     def log_table(self, rows: dict[str, list], artifact_file: str) -> None:
         """Append ``rows`` (column -> values) to the MLflow table ``artifact_file``, at the next hand-over."""
@@ -338,66 +371,122 @@ class MlflowTracker(Tracker):
     def log_dataset(self, frame: Any, name: str, context: str, source: str | None = None) -> None:
         """Log ``frame`` as an MLflow dataset input (name, digest, schema, ``source``) in ``context``."""
         import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
 
         from analysis.records import DATASET_CONTEXTS
 
         if context not in DATASET_CONTEXTS:
             raise ValueError(f"dataset context {context!r}: use one of {list(DATASET_CONTEXTS)}")
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
-        tag = InputTag(key="mlflow.data.context", value=context)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[tag])])
+        entity = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        self._spool("dataset", {"dataset": {k: getattr(entity, k) for k in fields}, "context": context})
+        self.flush()
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        check_artifact_path(artifact_file)
+        self._spool("text", {"file": check_artifact_path(artifact_file), "text": text})
+        self._logged.add(artifact_file)
         self.flush()
-        self.client.log_text(self.run_id, text, artifact_file)
 
     def log_parquet(self, frame: Any, artifact_file: str) -> None:
-        """Write a table (Arrow or pandas) as Parquet, fully, here; the writer hands the finished file to MLflow."""
-        path = Path(check_artifact_path(artifact_file))
-        tmp = tempfile.mkdtemp(prefix="workbench-artifact-")
-        local = Path(tmp) / path.name
+        """Write a table (Arrow or pandas) as Parquet, fully, into the spool, here; the sender uploads it."""
+        check_artifact_path(artifact_file)
+        local = self.spool.data_file()
         try:
             write_parquet(frame, local)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            local.unlink(missing_ok=True)
             raise
-        self._writer.submit(self._upload, local, str(path.parent) if str(path.parent) != "." else None)
-
-    def _upload(self, local: Path, artifact_path: str | None) -> None:
-        try:
-            self.client.log_artifact(self.run_id, str(local), artifact_path)
-        finally:
-            shutil.rmtree(local.parent, ignore_errors=True)
+        self._spool("artifact", {"file": artifact_file}, local)
+        self._logged.add(artifact_file)
 
     def read_parquet(self, artifact_file: str):
-        """A Parquet artifact of the run as an Arrow table (after writing what is queued); None when the run has
-        none (or it cannot be parsed)."""
+        """A Parquet artifact of the run as an Arrow table: its newest spooled version, else the store's; None
+        when the run has none (or it cannot be parsed). TrackingError when the store does not answer."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-        from mlflow.exceptions import MlflowException
+
+        from workbench.replay import is_outage
 
         check_artifact_path(artifact_file)
-        self.flush()
+        self._hand_over()
+        item = self._sender.newest(artifact_file)
+        if item is not None and item.data is not None:
+            try:
+                return pq.read_table(item.data)
+            except FileNotFoundError:  # written to the store meanwhile
+                pass
+            except (OSError, pa.ArrowInvalid):
+                return None
+        if self._fresh and artifact_file not in self._logged:
+            return None
+        if self._waits_for_store:
+            self.flush()
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 return pq.read_table(self.client.download_artifacts(self.run_id, artifact_file, tmp))
-            except (MlflowException, OSError, pa.ArrowInvalid):
+            except Exception as err:  # noqa: BLE001  an outage is raised; a missing or bad file reads as None
+                if is_outage(err):
+                    raise TrackingError(f"cannot read {artifact_file} of run {self.run_id}: the tracking store "
+                                        f"{self.uri} does not answer ({type(err).__name__})") from err
                 return None
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        self._spool("tags", {"tags": {k: str(v) for k, v in tags.items()}})
         self.flush()
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
 
     def finish(self, status: str = "FINISHED") -> None:
-        """Stop the system-metrics monitor, write everything held or queued, and end the run as ``status``."""
+        """Stop the system-metrics monitor, spool everything held and then the status ``status``, and wait
+        until the store has it all, or until it has written nothing for ``finish_wait_s`` seconds."""
+        import sys
+        import time
+
         if self._system is not None:
             self._system.finish()
             self._system = None
-        try:
-            self.flush()
-        finally:
-            self._writer.close()
-            self.client.set_terminated(self.run_id, status=status)
+        self._hand_over()
+        error = self._sender.take_error()
+        self._sender.put(self.spool.append("status", {"status": status, "end_time_ms": int(time.time() * 1000)}))
+        self._sender.close()
+        backlog = self._sender.backlog
+        if backlog > PROGRESS_FROM:
+            from workbench.progress import progress
+
+            with progress(f"writing {backlog} spooled records of run {self.run_id[:12]} to {self.uri}",
+                          backlog) as bar:
+                written = self._sender.wait_closed(self.finish_wait_s, bar.advance)
+        else:
+            written = self._sender.wait_closed(self.finish_wait_s)
+        if not written:
+            self.left_in_spool = self._sender.backlog
+            print(f"workbench: the tracking store {self.uri} has written nothing for {self.finish_wait_s:.0f} s; "
+                  f"{self.left_in_spool} records of run {self.run_id} (the last: its status {status}) are kept in "
+                  f"{self.spool.folder.parent}. This process goes on writing them while it lives; once it has "
+                  f"ended, write them into the same run with (from {Path.cwd()}):\n"
+                  f"    {sync_command(self.run_id, self.run_folder)}",
+                  file=sys.stderr, flush=True)
+        if error is not None or (error := self._sender.take_error()) is not None:
+            from trainers.background import BackgroundError
+
+            raise BackgroundError(f"{self._sender.name}: {error}") from error
+
+
+PROGRESS_FROM = 20
+"""A finish with more records than this left to write shows a progress bar."""
+
+
+def sync_command(run_id: str, run_folder: Path) -> str:
+    """The ``workbench sync`` command that replays the spool of run ``run_id`` in ``run_folder``."""
+    output_dir = Path(run_folder).absolute().parent
+    flag = "" if output_dir == Path(DEFAULT_OUTPUT_DIR).absolute() else f" --output-dir {output_dir}"
+    return f"workbench sync {run_id}{flag}"
+
+
+def _joined(blocks: list[dict[str, list]]) -> list[dict[str, list]]:
+    """Consecutive row blocks with the same columns joined into one (column -> values)."""
+    out: list[dict[str, list]] = []
+    for rows in blocks:
+        if out and list(out[-1]) == list(rows):
+            for name, values in rows.items():
+                out[-1][name] = [*out[-1][name], *values]
+        else:
+            out.append({name: list(values) for name, values in rows.items()})
+    return out

@@ -8,8 +8,10 @@ The order matters for what a failure leaves behind:
    to resume (:func:`workbench.launch.find_resume_point`), on rank 0 only.
 3. :func:`train` trains, from a checkpoint when resuming.
 
-The last step is saved as ``checkpoint-<steps>`` whatever ``training.save_steps``
-(``training.save_final``, default true): ``workbench probe RUN_ID`` reads it.
+A run checkpoints every tenth of its steps unless ``training.save_steps`` says otherwise
+(:meth:`~workbench.config.TrainingConfig.checkpoint_every`), keeping the newest two, and its last step
+is saved as ``checkpoint-<steps>`` whatever ``training.save_steps`` (``training.save_final``, default
+true): ``workbench probe RUN_ID`` reads it.
 """
 
 from __future__ import annotations
@@ -181,8 +183,8 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         use_vllm=t.use_vllm,
         vllm_mode=t.vllm_mode,
         logging_steps=1,
-        save_strategy="steps" if t.save_steps or t.save_final else "no",
-        save_steps=t.save_steps or t.steps,  # save_steps=0 with save_final: the last step only
+        save_strategy="steps" if t.checkpoint_every() or t.save_final else "no",
+        save_steps=t.checkpoint_every() or t.steps,  # save_steps=0 with save_final: the last step only
         save_total_limit=t.keep_checkpoints,
         report_to="none",
         disable_tqdm=False,

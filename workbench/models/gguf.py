@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.models.tiny import cache_root
+from workbench.models.cache import built, cache_root
 
 if TYPE_CHECKING:
     from workbench.config import WorkbenchConfig
@@ -62,14 +62,13 @@ def _require_gguf() -> None:
 
 
 def smollm2_dir(cfg: WorkbenchConfig) -> Path:
-    """Folder with SmolLM2-135M-Instruct as safetensors + tokenizer; converted from GGUF on first use."""
+    """Folder with SmolLM2-135M-Instruct as safetensors + tokenizer; converted from GGUF on first use, by one
+    process at a time (:func:`workbench.models.cache.built`)."""
     gguf_path = smollm2_gguf()
     stat = gguf_path.stat()
     key = f"{GGUF_FILE}:{stat.st_size}:v{CONVERSION_VERSION}"
     folder = cache_root(cfg) / f"smollm2-135m-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    if not (folder / "config.json").is_file():
-        convert_gguf(gguf_path, folder)
-    return folder
+    return built(folder, lambda target: convert_gguf(gguf_path, target))  # one process converts, others wait
 
 
 def convert_gguf(gguf_path: Path, folder: Path) -> None:

@@ -12,8 +12,9 @@ the steps, the warm-start seed and the task settings). The default settings' war
 starts are committed in the repository (:data:`COMMITTED`, ``tiny-<key digest>/`` with
 a ``recipe.json`` holding the key and the weights' SHA-256; rebuilt by
 ``python -m workbench.models.committed``), so a fresh clone trains at once; any other
-setting is built once into the cache (``model.cache_dir``), its progress shown on a
-terminal and as plain lines in a log.
+setting is built once into the cache (``model.cache_dir``; one process builds it while
+others wait: :mod:`workbench.models.cache`), its progress shown on a terminal and as
+plain lines in a log.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from workbench.models.cache import built, cache_root
 from workbench.models.tokenizer import char_tokenizer
 from workbench.progress import progress
 
@@ -49,11 +51,6 @@ TASK_KEYS = {"name", "digits", "operations", "count", "max_number", "min_target"
              "data_seed"}  # num_test too: the train split skips the test split's problems
 
 
-def cache_root(cfg: WorkbenchConfig) -> Path:
-    root = cfg.model.cache_dir or os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "g2rl-workbench"
-    return Path(root)
-
-
 COMMITTED = Path(__file__).with_name("warmstarts")
 """The committed warm starts of the default settings, one ``tiny-<key digest>`` folder each."""
 RECIPE_FILE = "recipe.json"
@@ -70,10 +67,7 @@ def tiny_model_dir(cfg: WorkbenchConfig) -> Path:
     name = f"tiny-{key_digest(cache_key(cfg))}"
     if (COMMITTED / name / "config.json").is_file():
         return COMMITTED / name
-    folder = cache_root(cfg) / name
-    if not (folder / "config.json").is_file():
-        build_tiny(cfg, folder)
-    return folder
+    return built(cache_root(cfg) / name, lambda folder: build_tiny(cfg, folder))
 
 
 def warmstart_seed(cfg: WorkbenchConfig) -> int:
