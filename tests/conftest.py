@@ -14,6 +14,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 # Shrunk for 2 CPU cores: a 100-step warm start (the committed default's are longer) gives a weak but
 # non-trivial policy; 3 RL steps of 4 prompts x 4 completions of at most 6 tokens exercise every hook.
+# One update per rollout batch and no reference model: the preset's 4 updates per batch and KL 0.001
+# make a 2-step test run record once and build a second model. Tests that run `workbench` with their
+# own shrinking add these.
+ONE_UPDATE = ["training.steps_per_generation=null", "training.beta=0"]
 SMALL = [
     "model.warmstart_steps=100",
     "training.steps=3",

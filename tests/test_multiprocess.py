@@ -27,6 +27,7 @@ import pytest
 from analysis.loaders import load_dumps, metric_history, runs_table
 from trainers.g2rl import G2RL
 from trainers.method import StepBatch
+from conftest import ONE_UPDATE  # noqa: E402
 from workbench.config import build_config, build_method
 from workbench.tasks import build_task
 
@@ -35,7 +36,7 @@ PROMPTS, GENERATIONS, STEPS = 3, 4, 2  # 12 completions a step, 6 per rank: grou
 # Shrunk for 2 CPU cores as in tests/test_train.py (no evaluation: it runs on rank 0 alone anyway).
 OVERRIDES = ["model.warmstart_steps=100", f"training.steps={STEPS}", f"training.prompts_per_step={PROMPTS}",
              f"training.num_generations={GENERATIONS}", "training.max_completion_length=6",
-             "eval.initial=false", "eval.final=false"]
+             "eval.initial=false", "eval.final=false", *ONE_UPDATE]
 RUN = ["-m", "workbench.cli", "run", "--method", "g2rl", *[a for o in OVERRIDES for a in ("--set", o)]]
 
 

@@ -32,6 +32,7 @@ import requests
 
 from analysis.loaders import artifact_steps, load_summaries
 from test_server import _free_port
+from conftest import ONE_UPDATE  # noqa: E402
 from workbench.cli import main
 from workbench.spool import sessions, spool_folder
 from workbench.tracking import client
@@ -41,7 +42,7 @@ SHORT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 # Shrunk for 2 CPU cores: a 100-step warm start, 4 prompts x 4 completions of <= 6 tokens, no evaluation.
 SHRUNK = ["model.warmstart_steps=100", "training.prompts_per_step=4", "training.num_generations=4",
-          "training.max_completion_length=6", "eval.initial=false", "eval.final=false"]
+          "training.max_completion_length=6", "eval.initial=false", "eval.final=false", *ONE_UPDATE]
 
 
 class Server:

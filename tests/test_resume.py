@@ -37,6 +37,7 @@ from conftest import SMALL
 from trainers.method import Method, Shaped, StepBatch
 from workbench.cli import main
 from workbench.config import build_config
+from conftest import ONE_UPDATE  # noqa: E402
 from analysis.records import PID_TAG
 from workbench.tracking import client
 from workbench.launch import RESUMED_TAG, last_checkpoint, start_tracker
@@ -54,6 +55,7 @@ ARGS = [
     "--set", "eval.final=false",  # the baseline evaluation at step 0 is kept, small: 8 problems x 2 samples
     "--set", "eval.max_problems=8",
     "--set", "eval.n=2",
+    *[a for o in ONE_UPDATE for a in ("--set", o)],
 ]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import ONE_UPDATE  # noqa: E402
 from analysis.loaders import artifact_steps, load_dumps, metric_history, runs_table
 from workbench.cli import main
 
@@ -28,7 +29,8 @@ STEPS = 2
 # (4 problems x 2 samples) so the run logs eval artifacts over HTTP too.
 RUN = ["run", "--method", "g2rl", "--steps", str(STEPS), "--set", "model.warmstart_steps=100",
        "--set", "training.prompts_per_step=4", "--set", "training.num_generations=4",
-       "--set", "training.max_completion_length=6", "--set", "eval.max_problems=4", "--set", "eval.n=2"]
+       "--set", "training.max_completion_length=6", "--set", "eval.max_problems=4", "--set", "eval.n=2",
+       *[a for o in ONE_UPDATE for a in ("--set", o)]]
 
 
 def _free_port() -> int:
@@ -71,7 +73,7 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.timeout(600)
-def test_run_logs_over_http_and_loaders_and_app_read_it_back(server, model_cache, tmp_path, monkeypatch):
+def test_run_logs_over_http_and_loaders_and_app_read_it_back(server, model_cache, tmp_path, monkeypatch, capsys):
     url, folder = server
     monkeypatch.chdir(tmp_path)  # checkpoints and caches of the run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -86,6 +88,9 @@ def test_run_logs_over_http_and_loaders_and_app_read_it_back(server, model_cache
     dumps = load_dumps(run["run_id"], url)
     assert sorted(dumps["step"].unique()) == list(range(1, STEPS + 1)) and len(dumps) == STEPS * 16
     assert artifact_steps(run["run_id"], url, "eval") == [0, STEPS]  # the baseline and the final evaluation
+    pass1 = metric_history(run["run_id"], "eval/countdown/pass_at_1", url)["value"].tolist()
+    headline = [line for line in capsys.readouterr().out.splitlines() if "held out" in line]
+    assert len(headline) == 1 and f"countdown (steps 0 -> {STEPS}): pass@1 {pass1[0]:.3f} -> {pass1[-1]:.3f}" in headline[0]
     # The artifacts went through the server into its destination, not into this working directory.
     assert list(folder.glob(f"artifacts/**/{run['run_id']}/artifacts/features/step_000001.parquet"))
     assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns.db").exists()

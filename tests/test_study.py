@@ -23,7 +23,8 @@ TINY_STUDY = {
     "arms": [{"name": "grpo", "method": "grpo"},
              {"name": "g2rl-zero", "method": "g2rl", "set": {"g2rl.uniform_groups": "zero"}}],
     "model": {"warmstart_steps": 100},
-    "training": {"steps": 2, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 6},
+    "training": {"steps": 2, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 6,
+                 "steps_per_generation": None, "beta": 0},  # one update per rollout batch, no reference model
     "eval": {"n": 2, "max_problems": 2},
 }
 REPORT_FILES = ["README.md", "per_run.csv", "passk.png", "passk.html", "figure3.png", "figure3.html", "curves.png",
@@ -240,7 +241,8 @@ def test_shards_split_the_cells_and_included_files_follow_the_report(tmp_path):
 
 
 def test_the_shipped_default_study_parses(monkeypatch):
-    """configs/study-default.yaml, run from the repository root as the README says: 7 arms x 5 seeds, 2 jobs."""
+    """configs/study-default.yaml, run from the repository root as the README says: 7 arms, grpo and g2rl
+    on 8 seeds and the rest on 4 (36 cells), 2 jobs, its hypotheses against the grpo arm."""
     from pathlib import Path
 
     from workbench.study_spec import load_study
@@ -248,5 +250,7 @@ def test_the_shipped_default_study_parses(monkeypatch):
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
     study = load_study("configs/study-default.yaml")
-    assert (len(study.arms), len(study.seeds), len(study.cells), study.jobs) == (7, 5, 35, 2)
-    assert [p.name for p in study.include] == ["study-reading.md", "probes.md"]
+    assert (len(study.arms), len(study.seeds), len(study.cells), study.jobs) == (7, 4, 36, 2)
+    assert {a.name: len(a.seeds) for a in study.arms if len(a.seeds) != 4} == {"grpo": 8, "g2rl": 8}
+    assert study.baseline == "grpo" and study.hypotheses
+    assert [p.name for p in study.include] == ["reading.md"]

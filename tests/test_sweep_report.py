@@ -150,6 +150,7 @@ def test_real_tiny_sweep_runs_two_methods_then_resumes(store, model_cache, capsy
     argv = ["sweep", "--methods", "grpo,g2rl", "--seeds", "0", "--experiment", "tiny-grid", "--steps", "2",
             "--set", "model.warmstart_steps=100",  # a short warm start: the policy only needs to exist
             "--set", "training.prompts_per_step=4", "--set", "training.num_generations=4",  # 16 completions a step
+            "--set", "training.steps_per_generation=null", "--set", "training.beta=0",  # one update a batch
             "--set", "eval.final=false"]  # no evaluation: this checks the grid, not the scores
     assert _main(argv) == 0
     runs = _runs(store, "tiny-grid")
