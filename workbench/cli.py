@@ -88,12 +88,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_where(cfg: WorkbenchConfig, run_id: str | None, left_in_spool: int = 0) -> None:
     uri = tracking_uri()
     print(f"\nRun {run_id} ({cfg.method}, seed {cfg.seed}) finished in experiment {cfg.tracking.experiment!r}.")
+    if run_id and not left_in_spool:
+        for line in _headline(run_id, uri):
+            print(f"  held out       : {line}")
     if left_in_spool:
         print(f"  not yet stored : {left_in_spool} records in its spool; `workbench sync {run_id}` writes them")
     print(f"  tracking store : {uri}")
     print(f"  list runs      : workbench runs --experiment {cfg.tracking.experiment}")
     print(f"  browse metrics : mlflow ui --backend-store-uri {uri}")
     print("  compare runs   : streamlit run app/main.py")
+
+
+def _headline(run_id: str, uri: str) -> list[str]:
+    """The run's held-out start -> end (workbench.headline); nothing if the store cannot answer now."""
+    from workbench.headline import run_headline
+
+    try:
+        return run_headline(run_id, uri)
+    except Exception as exc:  # the run is recorded; a store that went away must not fail the command now
+        print(f"  (held-out headline not read back: {exc})", file=sys.stderr)
+        return []
 
 
 RUN_CONFIG_FLAGS = ("method", "preset", "model", "task", "data", "steps", "seed", "experiment", "config")

@@ -127,11 +127,18 @@ class TrackerCallback(TrainerCallback):
 
 
 class ProgressBar(ProgressCallback):
-    """transformers' progress bar, showing reward, KL and entropy instead of printing every log dict."""
+    """transformers' progress bar, showing the verifier's accuracy, KL and entropy instead of printing every
+    log dict; for a method that shapes rewards also the shaped mean, labelled so (G2RL's is mostly negative)."""
 
-    SHOWN = ("reward", "kl", "entropy")
+    SHOWN = {"rewards/verifier/mean": "accuracy", "reward": "shaped", "kl": "kl", "entropy": "entropy"}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
-            shown = {k: f"{logs[k]:.3g}" for k in self.SHOWN if isinstance(logs.get(k), (int, float))}
-            self.training_bar.set_postfix(shown, refresh=False)
+            self.training_bar.set_postfix(self.postfix(logs), refresh=False)
+
+    @classmethod
+    def postfix(cls, logs: dict) -> dict[str, str]:
+        """What the bar shows of one TRL log dict (``reward`` is the shaped mean only where a method shapes)."""
+        shaped = "rewards/shaping/mean" in logs
+        names = {k: v for k, v in cls.SHOWN.items() if k != "reward" or shaped}
+        return {name: f"{logs[k]:.3g}" for k, name in names.items() if isinstance(logs.get(k), (int, float))}
