@@ -2,8 +2,10 @@
 
 A round runs ``workbench run`` (the default method grpo, evaluation off) first alone, then two of
 them at once, each in its own process, both writing to one SQLite store as a study's shards do;
-rounds repeat in that order. A cell's step time is the median of its logged ``perf/step_s`` (the
-first steps dropped), so start-up is left out. The ratio pairs each round's two-cell medians
+rounds repeat in that order. A cell's step time is the mean of its logged ``perf/step_s`` (the
+first rollout batch's steps dropped), so start-up is left out; a mean, not a median, because the
+preset's steps come in cycles of one rollout batch's generation and 4 updates, and the median would
+be an update step's. The ratio pairs each round's two-cell medians
 (their mean) with the same round's single cell. CPU per step of each process (user + sys, all
 threads: training, the recorder's worker, the MLflow writer) comes from ``getrusage`` of the
 finished children over their whole run, start-up included.
@@ -30,7 +32,7 @@ from bench.results import Row, append, stat_row
 from bench.timing import summary
 
 BENCH = "7 two cells at once"
-SKIP = 2  # first steps of a run, dropped (lazy loads, allocator)
+SKIP = 4  # the first rollout batch's steps (4 updates each), dropped: lazy loads, allocator
 
 
 def cell_argv(seed: int, steps: int, experiment: str) -> list[str]:
@@ -40,7 +42,7 @@ def cell_argv(seed: int, steps: int, experiment: str) -> list[str]:
 
 
 def run_cells(count: int, steps: int, experiment: str) -> tuple[list[float], float, float]:
-    """Start ``count`` cells at once; (each cell's median step seconds, mean CPU seconds per step, wall s)."""
+    """Start ``count`` cells at once; (each cell's mean step seconds, mean CPU seconds per step, wall s)."""
     from analysis.loaders import metric_history, runs_table
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -55,11 +57,11 @@ def run_cells(count: int, steps: int, experiment: str) -> tuple[list[float], flo
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / (count * steps)
     uri = os.environ["MLFLOW_TRACKING_URI"]
     runs = runs_table(experiment, uri)
-    medians = []
+    means = []
     for run_id in runs["run_id"]:
         history = metric_history(run_id, "perf/step_s", uri)
-        medians.append(statistics.median(history[history["step"] > SKIP]["value"]))
-    return medians, cpu, wall
+        means.append(statistics.mean(history[history["step"] > SKIP]["value"]))
+    return means, cpu, wall
 
 
 def run(quick: bool = False) -> list[Row]:
