@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from analysis.geometry import geometry_metrics, unit_rows
 from analysis.records import EVAL_COLUMNS, SUMMARY_PATH
 from analysis.summary import PairSummaries
+from trainers.shaping import group_outcomes
 from workbench.evaluation import score
 from workbench.tracking import write_parquet
 from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
@@ -195,6 +196,7 @@ def _step_metrics(rng, method: str, step: int, steps: int, dump: pd.DataFrame, g
         "train/advantage_abs": float(dump["advantage"].abs().mean()),
         "train/zero_variance_groups": zero_var,
         "train/zero_variance_groups_base": zero_var_base,
+        **{f"train/{name}": share for name, share in group_outcomes(correct, groups).items()},
         "train/entropy": entropy_floor + (1.6 - entropy_floor) * np.exp(-3 * progress) + rng.normal(0, 0.03),
         "train/kl": 0.002 * step * (1 + 0.2 * rng.random()),
         "train/completion_len": float(dump["num_tokens"].mean()),

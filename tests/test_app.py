@@ -26,7 +26,7 @@ TIMEOUT = 60  # seconds per script run: a cold read of every dump on 2 slow core
 PAGES = {  # page file -> (title, plotly charts at least, dataframes at least)
     "app_pages/overview.py": ("Overview", 0, 2),
     "app_pages/passk.py": ("pass@k", 5, 1),
-    "app_pages/dynamics.py": ("Training dynamics", 8, 0),
+    "app_pages/dynamics.py": ("Training dynamics", 11, 0),  # 8 + the regime's three group shares
     "app_pages/geometry.py": ("Exploration geometry", 7, 1),  # the group maps are drawn once switched on
     "app_pages/samples.py": ("Samples", 0, 2),
 }
@@ -360,6 +360,21 @@ def test_passk_step_and_metric_choice(app):
     assert not at.exception
     assert {"pass@1", "maj@8", "pass@8", "distinct correct solutions per problem"} <= {
         c["layout"]["title"]["text"] for c in charts(at)}
+
+
+def test_passk_over_steps_draws_the_evaluations_unsmoothed_whatever_the_slider(app, store_uri):
+    at = open_page(app, "app_pages/passk.py")
+    at.sidebar.toggle(key="group_by_method").set_value(False).run()
+    at.sidebar.slider(key="smoothing").set_value(0.9).run()
+    at.selectbox(key="passk_benchmark").set_value("task").run()
+    assert not at.exception
+    runs = loaders.runs_table("workbench", store_uri)
+    run_id = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
+    logged = loaders.metric_history(run_id, records.eval_key("task", "pass", 1), store_uri)
+    fig = chart(at, "pass@1")
+    assert len(logged) >= 2 and not any(t["name"].endswith(" (raw)") for t in fig["data"])
+    np.testing.assert_allclose(values(trace(fig, label("g2rl", 0))["y"]).astype(float), logged["value"])
+    assert "never smoothed" in texts(at.caption)
 
 
 def test_passk_splits_by_problem_level(app, store_uri):

@@ -1,4 +1,5 @@
-"""Training dynamics: rewards, entropy, completion length, KL and zero-variance groups over steps."""
+"""Training dynamics: rewards, entropy, completion length, KL, zero-variance groups and the regime (shares of
+mixed, all-wrong and all-correct groups) over steps."""
 
 import cached
 import charts
@@ -16,13 +17,17 @@ PANELS = {
     "train/kl": "KL to the reference policy",
     "train/zero_variance_groups": "Groups with zero shaped-reward variance",
     "train/zero_variance_groups_base": "Groups with zero base-reward variance",
+    "train/mixed_groups": "Mixed groups (some answers right, some wrong)",
+    "train/all_wrong_groups": "All-wrong groups",
+    "train/all_correct_groups": "All-correct groups",
 }
 
 st.title("Training dynamics")
 sel = selection()
 st.caption("By method: the mean over seeds with a band (sidebar). Otherwise one line per run; a run's seed sets "
            "its dash. G2RL's base reward is ±1, the others' 0/1; the zero-variance counts show how often a group "
-           "gives GRPO no signal, before and after shaping. "
+           "gives GRPO no signal, before and after shaping; the group shares show the regime (G2RL's scaler acts on "
+           "the mixed groups, and all-wrong or all-correct groups get its equal-reward advantages). "
            "Curves are smoothed as set in the sidebar (raw values faint behind).")
 
 logged = [key for key in PANELS if key in compare.metric_keys(sel.runs, "train/")]

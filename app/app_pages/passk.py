@@ -54,19 +54,20 @@ for row in range(0, len(drawn), 3):
         column.plotly_chart(fig, key=f"passk-k-{benchmark}")
 
 st.subheader("Over training steps")
+st.caption("Held-out evaluations are drawn as measured, never smoothed: the sidebar's smoothing applies to "
+           "per-step training curves only.")
 benchmark = st.selectbox("Benchmark", benchmarks, key="passk_benchmark")
 bench = evals[evals["benchmark"] == benchmark]
 n = int(bench.loc[bench["kind"] == "pass", "k"].max())
 for column, (kind_, k, title) in zip(st.columns(3), [("pass", 1, "pass@1"),
                                                      ("maj", n, f"maj@{n}"), ("pass", n, f"pass@{n}")]):
     part = bench[(bench["kind"] == kind_) & (bench["k"] == k)]
-    column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title,
-                                          smoothing=sel.smoothing),
+    column.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, title=title),
                         key=f"passk-steps-{kind_}-{k}")
 distinct = records.distinct_key(benchmark)
 if f"metric.{distinct}" in sel.runs:  # the task writes canonical solutions (countdown)
     part = cached.histories(sel.runs, [distinct], sel.uri)
-    st.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band, smoothing=sel.smoothing,
+    st.plotly_chart(charts.over_steps(part, series=sel.series, band=sel.band,
                                       title="distinct correct solutions per problem"), key="passk-steps-distinct")
 
 st.subheader("Table in the paper's shape")
