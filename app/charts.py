@@ -105,6 +105,18 @@ def over_steps(tidy: pd.DataFrame, *, series: str, band: str, title: str, y_titl
                  log2_x=x == "k", faint=faint, **bands)
 
 
+def with_start(end: go.Figure, start: go.Figure) -> go.Figure:
+    """``end`` with the lines of ``start`` (the same runs or methods at their first evaluation) drawn dashed
+    behind, named ``<name> (first evaluation)``: the start -> end comparison of the paper's pass@k plots."""
+    for trace in start.data:
+        trace.name = f"{trace.name} (first evaluation)"
+        trace.legendgroup = f"{trace.legendgroup} (first evaluation)"
+        if trace.line is not None and trace.line.width != 0:
+            trace.line.dash = "dash"
+        end.add_trace(trace)
+    return end
+
+
 def histograms(hist: pd.DataFrame, *, series: str, title: str, x_title: str,
                x_range: tuple[float, float] = (-1.0, 1.0), vlines: tuple[float, ...] = ()) -> go.Figure:
     """Overlaid density histograms, one per ``series`` (the paper's Figure 3 panels), from binned counts.

@@ -352,7 +352,11 @@ def test_passk_step_and_metric_choice(app):
     fig = chart(at, "aime25")
     g2rl = next(t for t in fig["data"] if t["name"] == "g2rl")
     assert list(values(g2rl["x"])) == [1, 2, 4, 8] and np.all(np.diff(values(g2rl["y"])) >= 0)  # pass@k rises with k
+    start = trace(fig, "g2rl (first evaluation)")  # the default draws the first evaluation dashed behind the last
+    assert start["line"]["dash"] == "dash" and list(values(start["x"])) == [1, 2, 4, 8]
+    assert not np.allclose(values(start["y"]), values(g2rl["y"]))
     at.select_slider(key="passk_step").set_value(10).run()
+    assert not any(t["name"].endswith("(first evaluation)") for t in chart(at, "aime25")["data"])
     at.radio(key="passk_kind").set_value("maj").run()
     assert not at.exception
     assert chart(at, "aime25")["layout"]["yaxis"]["title"]["text"] == "maj@k"

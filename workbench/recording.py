@@ -134,7 +134,9 @@ class ProgressBar(ProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs:
-            self.training_bar.set_postfix(self.postfix(logs), refresh=False)
+            # kept across logs: the updates after a rollout batch's first log no rewards of their own
+            self.shown = {**getattr(self, "shown", {}), **self.postfix(logs)}
+            self.training_bar.set_postfix(self.shown, refresh=False)
 
     @classmethod
     def postfix(cls, logs: dict) -> dict[str, str]:

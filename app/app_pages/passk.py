@@ -1,5 +1,5 @@
-"""pass@k: pass@k and maj@k against k at an evaluation step (over all problems or one problem level), the
-headline metrics over training, the paper's table."""
+"""pass@k: pass@k and maj@k against k at the first and last evaluation (or one evaluation step; over all
+problems or one problem level), the headline metrics over training, the paper's table."""
 
 import cached
 import charts
@@ -26,7 +26,8 @@ st.subheader("pass@k against k")
 level_keys = compare.level_eval_keys(sel.runs)
 left, middle, right = st.columns([2, 1, 1])
 steps = sorted(evals["step"].unique())
-at = left.select_slider("Evaluation step", options=["last of each run", *steps], value="last of each run",
+FIRST_AND_LAST, LAST = "first and last of each run", "last of each run"
+at = left.select_slider("Evaluation step", options=[FIRST_AND_LAST, LAST, *steps], value=FIRST_AND_LAST,
                         key="passk_step")
 kind = right.radio("Metric", list(KINDS), format_func=KINDS.get, horizontal=True, key="passk_kind")
 problems = ALL_PROBLEMS
@@ -37,7 +38,10 @@ shown = evals
 if problems != ALL_PROBLEMS:
     keys = level_keys[level_keys["level"] == int(problems.removeprefix("level "))]
     shown = cached.histories(sel.runs, keys["key"].tolist(), sel.uri).merge(keys, on="key")
-if at == "last of each run":
+if at == FIRST_AND_LAST:
+    st.caption("Solid: each run's last evaluation; dashed: its first, as the study report draws them.")
+first = shown[shown["step"] == shown.groupby("run_id")["step"].transform("min")]
+if at in (FIRST_AND_LAST, LAST):
     chosen = shown[shown["step"] == shown.groupby("run_id")["step"].transform("max")]
 else:
     chosen = shown[shown["step"] == at]
@@ -51,6 +55,10 @@ for row in range(0, len(drawn), 3):
         title = benchmark if problems == ALL_PROBLEMS else f"{benchmark}, {problems}"
         fig = charts.over_steps(part, x="k", series=sel.series, band=sel.band, title=title,
                                 y_title=KINDS[kind].split()[0])
+        if at == FIRST_AND_LAST:  # the start dashed behind the end, as the study report draws them
+            start = first[(first["benchmark"] == benchmark) & (first["kind"] == kind)].drop(columns="step")
+            fig = charts.with_start(fig, charts.over_steps(start, x="k", series=sel.series, band=sel.band,
+                                                           title=title))
         column.plotly_chart(fig, key=f"passk-k-{benchmark}")
 
 st.subheader("Over training steps")
