@@ -224,3 +224,17 @@ def test_the_lr_rule_takes_the_largest_rate_that_raises_pass1_without_losing_5_p
     table = changes(values)
     assert table["eligible"].tolist() == [True, True, False, False] and choose(table) == 3e-5
     assert choose(changes(values[~values["arm"].isin(["grpo-lr1e-5", "grpo-lr3e-5"])])) == 1e-4  # none: smallest
+
+
+def test_the_tiny_presets_use_the_rate_the_committed_sweep_chose():
+    """docs/lr-sweep/per_run.csv (the committed sweep on GRPO alone) and the rule pick the tiny presets' rate."""
+    from pathlib import Path
+
+    from bench.lr_choice import changes, choose
+    from workbench.models.presets import TINY_TRAINING
+
+    values = pd.read_csv(Path(__file__).resolve().parents[1] / "docs" / "lr-sweep" / "per_run.csv")
+    table = changes(values)
+    assert list(table.index) == [1e-5, 3e-5, 1e-4, 3e-4] and (table["seeds"] == 2).all()
+    assert choose(table) == TINY_TRAINING["learning_rate"]
+    assert build_config([], []).training.learning_rate == TINY_TRAINING["learning_rate"]

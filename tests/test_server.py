@@ -88,9 +88,10 @@ def test_run_logs_over_http_and_loaders_and_app_read_it_back(server, model_cache
     dumps = load_dumps(run["run_id"], url)
     assert sorted(dumps["step"].unique()) == list(range(1, STEPS + 1)) and len(dumps) == STEPS * 16
     assert artifact_steps(run["run_id"], url, "eval") == [0, STEPS]  # the baseline and the final evaluation
-    pass1 = metric_history(run["run_id"], "eval/countdown/pass_at_1", url)["value"].tolist()
+    pass1 = metric_history(run["run_id"], "eval/countdown_test/pass_at_1", url)["value"].tolist()
     headline = [line for line in capsys.readouterr().out.splitlines() if "held out" in line]
-    assert len(headline) == 1 and f"countdown (steps 0 -> {STEPS}): pass@1 {pass1[0]:.3f} -> {pass1[-1]:.3f}" in headline[0]
+    expected = f"countdown_test (steps 0 -> {STEPS}): pass@1 {pass1[0]:.3f} -> {pass1[-1]:.3f}, maj@2"
+    assert len(headline) == 1 and expected in headline[0], headline
     # The artifacts went through the server into its destination, not into this working directory.
     assert list(folder.glob(f"artifacts/**/{run['run_id']}/artifacts/features/step_000001.parquet"))
     assert not (tmp_path / "mlartifacts").exists() and not (tmp_path / "mlruns.db").exists()
