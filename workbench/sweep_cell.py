@@ -1,6 +1,6 @@
 """One sweep cell trained by every process of a launch: ``accelerate launch -m workbench.cli sweep ... --cell K``.
 
-Rank 0 does what ``workbench sweep --cell K`` does in one process (:func:`workbench.sweep.run_cells`):
+Rank 0 does what ``workbench sweep --cell K`` does in one process (:func:`workbench.sweep.run_cells`, from the parts in :mod:`workbench.cell`):
 it finds the experiment's parent run, decides from the cell's earlier runs whether to skip the cell
 (FINISHED), leave it (RUNNING in a live process), resume its killed run from the last checkpoint or
 start a new run, and opens that run. It sends the decision, the run's id, its config and the
@@ -22,7 +22,7 @@ import yaml
 from analysis.records import HASH_TAG, PARENT_TAG, SWEEP_KIND
 from workbench.config import WorkbenchConfig, to_yaml, validate
 from workbench.launch import from_rank_zero, process_rank, reopen_tracker, start_tracker
-from workbench.sweep import CellResult, TrainFn, _decide, _default_train, _resume_point, check_cell, config_hash, \
+from workbench.cell import CellResult, TrainFn, _decide, _default_train, _resume_point, check_cell, config_hash, \
     previous_runs
 from workbench.tracking import NullTracker, Tracker, client, closing_run, experiment_id, parent_run
 
