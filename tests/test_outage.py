@@ -42,7 +42,8 @@ SHORT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 # Shrunk for 2 CPU cores: a 100-step warm start, 4 prompts x 4 completions of <= 6 tokens, no evaluation.
 SHRUNK = ["model.warmstart_steps=100", "training.prompts_per_step=4", "training.num_generations=4",
-          "training.max_completion_length=6", "eval.initial=false", "eval.final=false", *ONE_UPDATE]
+          "training.max_completion_length=6", "eval.initial=false", "eval.final=false", "eval.every=0",
+          "features.dump_every=1", *ONE_UPDATE]  # a dump every step: the record checked step by step
 
 
 class Server:

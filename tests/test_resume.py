@@ -55,6 +55,8 @@ ARGS = [
     "--set", "eval.final=false",  # the baseline evaluation at step 0 is kept, small: 8 problems x 2 samples
     "--set", "eval.max_problems=8",
     "--set", "eval.n=2",
+    "--set", "features.dump_every=1",  # every step's dump and semantic metrics, so every step is compared
+    "--set", "features.semantic_every=1",
     *[a for o in ONE_UPDATE for a in ("--set", o)],
 ]
 
