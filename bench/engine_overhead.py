@@ -177,7 +177,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
     set_threads()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{SCRATCH}/mlruns.db"
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    steps, rounds = (8, 2) if quick else (60, 10)
+    steps, rounds = (8, 2) if quick else (60, 6)
     common = [f"training.steps={steps}", "training.cpu_threads=1", HOLD]
     off = config("grpo", *common, "features.geometry=false", "features.dump_every=0")
     default = config("grpo")  # a default run: its cadences are those of its training.steps

@@ -7,6 +7,8 @@ its rows to the one table. Environment:
 - ``BENCH_SMOLLM2`` (default 1): include a few steps of smollm2-135m per method, and TRL vs ours
   on it (about 9 min).
 - ``BENCH_QUICK`` (default 0): small sizes and few repeats, a smoke run of the scripts (minutes).
+- ``BENCH_ONLY`` (default all): a comma-separated subset of :data:`BENCHMARKS`, e.g.
+  ``BENCH_ONLY=engine_overhead,two_jobs``; RESULTS.md then says which ran.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ PREPARE = {  # one-time, cached builds, run side by side before any timing (a fr
 }
 
 
+def only(text: str) -> tuple[str, ...]:
+    """The benchmarks ``BENCH_ONLY`` names (all when empty), in :data:`BENCHMARKS` order."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(names) - set(BENCHMARKS))
+    if unknown:
+        raise SystemExit(f"BENCH_ONLY names {', '.join(unknown)}; choose among {', '.join(BENCHMARKS)}")
+    return tuple(b for b in BENCHMARKS if b in names) if names else BENCHMARKS
+
+
 def prepare(quick: bool, smollm2: bool) -> float:
     """Build the cached tiny model, the SmolLM2 conversion and the app's store, in parallel processes."""
     start = time.perf_counter()
@@ -47,12 +58,13 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    chosen = only(os.environ.get("BENCH_ONLY", ""))
     print("=== preparing cached models and the app's store (once) ===", flush=True)
     prepared = prepare(quick, smollm2)
     start()
     took, failed = {}, []
     t0 = time.perf_counter()
-    for name in BENCHMARKS:
+    for name in chosen:
         argv = [sys.executable, "-m", f"bench.{name}"]
         if quick and name != "dump_size":
             argv.append("--quick")
@@ -70,7 +82,9 @@ def main() -> int:
                 + f"; total {(time.perf_counter() - t0) / 60:.1f} min"
                 + f" (plus {prepared / 60:.1f} min preparing cached models and the app's store)"
                 + ("; quick mode (BENCH_QUICK=1)" if quick else "")
-                + ("" if smollm2 else "; smollm2-135m step cost skipped (BENCH_SMOLLM2=0)") + ".\n")
+                + ("" if smollm2 else "; smollm2-135m step cost skipped (BENCH_SMOLLM2=0)")
+                + ("" if chosen == BENCHMARKS else f"; only {', '.join(chosen)} (BENCH_ONLY): the others did not "
+                   "run") + ".\n")
     print(f"\nwrote {RESULTS}", flush=True)
     return 1 if failed else 0
 
