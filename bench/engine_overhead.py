@@ -97,8 +97,11 @@ def instrument(trainer, tracker, seconds: Seconds) -> None:
     inner.record = seconds.wrap(f"recording a step: metrics, geometry, summaries, dump (incl. its Parquet write) "
                                 f"[{WORKER}]", inner.record)
     inner.frame = seconds.wrap(f"dump table (Arrow) [{WORKER}]", inner.frame)
-    tracker._write = seconds.wrap(f"MLflow metric and table writes [{WRITER}]", tracker._write)
-    tracker._upload = seconds.wrap(f"MLflow artifact uploads [{WRITER}]", tracker._upload)
+    import workbench.sender as sender
+
+    sender.deliver = seconds.wrap(f"MLflow writes from the spool: metrics, table rows, artifacts [{WRITER}]",
+                                  sender.deliver)
+    tracker.spool.append = seconds.wrap("spool appends (records to disk) [the logging thread]", tracker.spool.append)
     recorder.worker.submit = seconds.wrap(f"handing a step to the worker (waits when it is behind) [{MAIN}]",
                                           recorder.worker.submit)
     recorder.flush = seconds.wrap(f"checkpoint and end-of-training flush (waits for both threads) [{MAIN}]",
