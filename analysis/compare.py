@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.geometry import DIRECTION_NAMES, direction_terms, pairs_frame, unit_rows
+from analysis.geometry import pairs_frame, unit_rows
 from analysis.loaders import stack
-from analysis.records import SCORE_COLUMNS, parse_eval_key, parse_level_key
+from analysis.records import DUMP_COLUMNS, SCORE_COLUMNS, parse_eval_key, parse_level_key
 from analysis.passk import (
     maj_at_k_per_problem,
     maj_at_k_table,
@@ -193,37 +193,6 @@ def dump_pairs(dumps: pd.DataFrame) -> pd.DataFrame:
     return pairs[cols]
 
 
-def fractions_by_step(pairs: pd.DataFrame, tau: float, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:
-    """Direction fractions of the gradient cosines per ``by`` and step, at threshold ``tau`` (DESIGN 4).
-
-    The means of :func:`analysis.geometry.direction_terms` (the definitions of
-    :func:`analysis.geometry.direction_fractions`) within each ``by`` and step.
-    Returns the ``by`` columns, step, then one column per name of ``DIRECTION_NAMES``.
-    """
-    keys = [*by, "step"]
-    terms = pd.DataFrame(direction_terms(pairs.get("grad_cos", pd.Series(dtype=float)), tau))  # checks tau first
-    if pairs.empty:
-        return pd.DataFrame(columns=[*keys, *DIRECTION_NAMES])
-    terms[keys] = pairs[keys].to_numpy()
-    return terms.groupby(keys, sort=True)[list(DIRECTION_NAMES)].mean().reset_index()
-
-
-def dispersion_by_step(pairs: pd.DataFrame, by: Sequence[str] = ("run_id",)) -> pd.DataFrame:
-    """Gradient and semantic dispersion per ``by`` and step: 1 - mean cosine of each (DESIGN 4).
-
-    Returns the ``by`` columns, step, grad_dispersion, sem_dispersion, pairs.
-    """
-    keys = [*by, "step"]
-    if pairs.empty:
-        return pd.DataFrame(columns=[*keys, "grad_dispersion", "sem_dispersion", "pairs"])
-    out = pairs.groupby(keys, sort=True).agg(
-        grad_cos=("grad_cos", "mean"), sem_cos=("sem_cos", "mean"), pairs=("grad_cos", "size")
-    ).reset_index()
-    out["grad_dispersion"] = 1.0 - out.pop("grad_cos")
-    out["sem_dispersion"] = 1.0 - out.pop("sem_cos")
-    return out[[*keys, "grad_dispersion", "sem_dispersion", "pairs"]]
-
-
 def group_table(dump: pd.DataFrame) -> pd.DataFrame:
     """Per group of one step's dump: prompt, completions, correct count, reward spread (for choosing a group)."""
     return (
@@ -282,11 +251,17 @@ def method_score(dump: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.array([pd.NA] * len(dump), dtype="Float64"), index=dump.index)
 
 
+def score_columns(dump: pd.DataFrame) -> list[str]:
+    """The method score columns of a dump that hold values: the built-ins' (``SCORE_COLUMNS``) and the numeric
+    ones a method adds after ``DUMP_COLUMNS`` (its ``score_columns``; a loader's ``run_id`` is none), in order."""
+    named = [c for c in dump.columns if c in SCORE_COLUMNS or c not in DUMP_COLUMNS]
+    return [c for c in named if pd.api.types.is_numeric_dtype(dump[c]) and dump[c].notna().any()]
+
+
 def samples_table(dump: pd.DataFrame) -> pd.DataFrame:
     """One step's completions for reading: group, sample, correct, answer, rewards, advantage, scores, text."""
     cols = ["group", "sample", "correct", "answer", "base_reward", "shaped_reward", "advantage"]
-    scores = [c for c in SCORE_COLUMNS if c in dump.columns and dump[c].notna().any()]
-    cols += scores + ["num_tokens", "completion", "prompt"]
+    cols += score_columns(dump) + ["num_tokens", "completion", "prompt"]
     return dump[cols].sort_values(["group", "sample"], kind="stable").reset_index(drop=True)
 
 

@@ -46,25 +46,23 @@ def pass_at_k(n: int, c: int, k: int) -> float:
            = 1 - prod_{i=n-c+1}^{n} (1 - k / i)      (stable product form)
 
     DESIGN 5 [paper]; estimator and product form from Chen et al. 2021
-    (human-eval ``estimate_pass_at_k``). Equals 1 when n - c < k.
+    (human-eval ``estimate_pass_at_k``). Equals 1 when n - c < k. One problem of
+    :func:`pass_at_k_array`, which holds the formula.
 
     Raises:
         ValueError: unless 1 <= k <= n and 0 <= c <= n.
     """
     n, c, k = int(n), int(c), int(k)
     _check_n_c_k(n, c, k)
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+    return float(pass_at_k_array(n, np.array([c]), k)[0])
 
 
 def pass_at_k_array(n: int | np.ndarray, c_array: np.ndarray, k: int) -> np.ndarray:
     """pass@k for many problems at once: one value per entry of ``c_array``.
 
-    Same formula as :func:`pass_at_k` (DESIGN 5 [paper]),
-    1 - prod_{i=n-c+1}^{n} (1 - k / i), evaluated as a masked (P, max c) product
-    so each value equals the scalar function's. ``n`` is one sample count for
-    all problems or one per problem.
+    pass@k = 1 - prod_{i=n-c+1}^{n} (1 - k / i) (DESIGN 5 [paper], the product form
+    of :func:`pass_at_k`), evaluated as a masked (P, max c) product, and 1 where
+    n - c < k. ``n`` is one sample count for all problems or one per problem.
 
     Raises:
         ValueError: unless 1 <= k <= n and 0 <= c <= n for every problem.
@@ -106,28 +104,6 @@ def ks_for(n: int) -> list[int]:
 # --------------------------------------------------------------------------- maj@k
 
 
-def answer_correctness(answers: Sequence[str | None], correct: Sequence[bool]) -> dict[str, float]:
-    """Correctness of each distinct answer string, from its samples' flags.
-
-    value(a) = 1 if most samples with answer a are flagged correct, 0 if most
-    are flagged incorrect, 0.5 if exactly half are (the expectation of a
-    uniformly random choice, as for vote ties). Samples with the same answer
-    normally agree; this only settles verifier disagreements. DESIGN 5 [ours].
-    """
-    votes: dict[str, list[int]] = {}
-    for answer, flag in zip(answers, correct, strict=True):
-        if answer is not None:
-            votes.setdefault(answer, []).append(int(bool(flag)))
-    return {a: _majority_flag(flags) for a, flags in votes.items()}
-
-
-def _majority_flag(flags: list[int]) -> float:
-    """1.0 if most flags are 1, 0.0 if most are 0, 0.5 on a tie."""
-    n_true = sum(flags)
-    n_false = len(flags) - n_true
-    return 1.0 if n_true > n_false else 0.0 if n_true < n_false else 0.5
-
-
 def _k_subsets(n: int, k: int, *, seed: int, max_subsets: int) -> np.ndarray:
     """Index subsets of size k of range(n): all of them when C(n, k) <= max_subsets,
     else ``max_subsets`` uniformly random ones (independent draws) from
@@ -136,20 +112,6 @@ def _k_subsets(n: int, k: int, *, seed: int, max_subsets: int) -> np.ndarray:
         return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
     rng = np.random.default_rng(seed)
     return np.argsort(rng.random((max_subsets, n)), axis=1)[:, :k]  # (S, k)
-
-
-def _majority_scores(votes: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Expected correctness of the majority answer for each row of vote counts.
-
-    votes: (S, A) counts per answer; value: (A,) correctness of each answer.
-    score = mean of value over the answers with the top count (uniform random
-    tie-break, in expectation); 0 when nobody voted. DESIGN 5 [paper].
-    """
-    top = votes.max(axis=1, keepdims=True) if votes.shape[1] else np.zeros((len(votes), 1))
-    tied = (votes == top) & (top > 0)  # (S, A)
-    n_tied = tied.sum(axis=1)  # (S,)
-    total = (tied * value[None, :]).sum(axis=1)  # (S,)
-    return np.divide(total, n_tied, out=np.zeros(len(votes)), where=n_tied > 0)
 
 
 def maj_at_k(
@@ -165,7 +127,10 @@ def maj_at_k(
     For a set S of k samples, vote(S) = mean over the answers a with the most
     votes in S of value(a) (ties broken uniformly at random, so the exact
     expectation over tied answers), or 0 if no sample in S has an answer.
-    maj@k = mean over k-subsets S of the n samples of vote(S).
+    maj@k = mean over k-subsets S of the n samples of vote(S). value(a) = 1 if
+    most samples with answer a are flagged correct, 0 if most are flagged
+    incorrect, 0.5 on a tie (samples with one answer normally agree; this only
+    settles verifier disagreements) [ours].
 
     DESIGN 5 [paper]. Subsets [ours]: k == n uses all samples; k < n averages
     over every k-subset when C(n, k) <= ``max_subsets``, else over
@@ -173,8 +138,8 @@ def maj_at_k(
     ``np.random.default_rng(seed)`` (an unbiased, seeded estimate).
 
     ``answers`` are the extracted, already normalised answers (None: no
-    answer, which casts no vote); they are compared as exact strings. value(a)
-    is :func:`answer_correctness` of the samples' ``correct`` flags.
+    answer, which casts no vote); they are compared as exact strings. One
+    problem of :func:`_maj_scores`, which holds the vote and the tie rule.
     """
     n = len(answers)
     if len(correct) != n:
@@ -182,17 +147,9 @@ def maj_at_k(
     _check_n_c_k(n, 0, k)
     if max_subsets < 1:
         raise ValueError(f"max_subsets={max_subsets} is invalid; need max_subsets >= 1")
-    value_of = answer_correctness(answers, correct)
-    names = list(value_of)
-    value = np.array([value_of[a] for a in names], dtype=np.float64)  # (A,)
-    code = {a: idx for idx, a in enumerate(names)}
-    one_hot = np.zeros((n, len(names)), dtype=np.int64)  # (n, A)
-    for row, answer in enumerate(answers):
-        if answer is not None:
-            one_hot[row, code[answer]] = 1
-    subsets = _k_subsets(n, k, seed=seed, max_subsets=max_subsets)  # (S, k)
-    votes = one_hot[subsets].sum(axis=1)  # (S, A)
-    return float(_majority_scores(votes, value).mean())
+    answer, value = _answer_codes(np.zeros(n, dtype=np.int64), pd.Series(list(answers), dtype=object),
+                                  pd.Series(list(correct), dtype=object))  # (n,), (A, 1)
+    return float(_maj_scores(answer[None, :], value, [k], seed=seed, max_subsets=max_subsets)[0, 0])
 
 
 # --------------------------------------------------------------------------- tables
@@ -245,7 +202,7 @@ def _answer_codes(problem: np.ndarray, answers: pd.Series, correct: pd.Series) -
     ``problem`` (R,) is each sample's problem index (P problems). Answers are
     compared as strings, as in :func:`maj_at_k`; a missing one (None, NaN) gets
     -1 and casts no vote. Returns the indices (R,) and value(a) of
-    :func:`answer_correctness` as an (A, P) array (A: the most distinct answers
+    value(a) of :func:`maj_at_k` (1, 0, or 0.5 on a tie of the flags) as an (A, P) array (A: the most distinct answers
     of any problem; 0 where a problem has fewer).
     """
     has = answers.notna().to_numpy()  # (R,)
@@ -272,7 +229,8 @@ def _maj_scores(answer: np.ndarray, value: np.ndarray, ks: Sequence[int], *, see
     none; ``value`` (A, p): value(a) per answer index. All problems use the same
     k-subsets (:func:`_k_subsets` with the same ``seed``), so their votes are one
     product onehot (A p, n) @ member (n, S) -> (A, p, S), made for blocks of
-    problems; each subset scores as in :func:`_majority_scores`.
+    problems. A subset scores the mean value over the answers with the top
+    count (uniform random tie-break, in expectation), 0 when nobody voted.
     """
     n_problems, n = answer.shape
     n_answers = value.shape[0]

@@ -147,11 +147,13 @@ PAIR_TYPES = ("incorrect_incorrect", "correct_incorrect", "correct_correct")  # 
 DIRECTION_NAMES = ("grad_cos_mean", "neg_frac", "orth_frac", "opp_frac", "aligned_frac")
 SEMANTIC_NAMES = ("sem_cos_mean", "sem_dispersion")
 GEOMETRY = "geometry"
+TRAIN, PERF, PROBE = "train", "perf", "probe"  # the families of fixed metric names
+_FIXED = {TRAIN: TRAIN_METRICS, PERF: PERF_METRICS, PROBE: PROBE_METRICS}
 
 
 def metric_key(family: str, name: str) -> str:
     """``<family>/<name>``, checked against the declared names where the family has a fixed list."""
-    declared = {"train": TRAIN_METRICS, "perf": PERF_METRICS, "probe": PROBE_METRICS}.get(family)
+    declared = _FIXED.get(family)
     if declared is not None and name not in declared:
         raise ValueError(f"{family}/{name} is not a declared metric; {family}/ holds {list(declared)}")
     return check_metric_name(f"{family}/{name}")
@@ -177,10 +179,14 @@ def is_declared_metric(key: str, method_sections=()) -> bool:
     if family == GEOMETRY:
         pair, _, name = rest.rpartition("/")
         return name in DIRECTION_NAMES + SEMANTIC_NAMES and (not pair or pair in PAIR_TYPES)
-    fixed = {"train": TRAIN_METRICS, "perf": PERF_METRICS, "probe": PROBE_METRICS}
-    if family in fixed:
-        return rest in fixed[family]
+    if family in _FIXED:
+        return rest in _FIXED[family]
     return bool(rest) and (family == "system" or family in method_sections)
+
+METHOD_COLORS = {"grpo": "#7f7f7f", "entropy": "#1f77b4", "evol_rl": "#2ca02c", "g2rl": "#d62728"}
+"""The built-in methods in the order tables list them, each with the colour every plot draws it in (a plug-in
+method comes after them, in a colour of its own). One declaration for the app, the reports and the study."""
+METHOD_ORDER = tuple(METHOD_COLORS)
 
 # --------------------------------------------------------------------------- artifacts
 

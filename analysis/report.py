@@ -31,9 +31,8 @@ import pandas as pd
 
 from analysis.compare import BAND_KINDS, band_over_seeds
 from analysis.loaders import is_probe, metric_history, runs_table
-from analysis.records import DISTINCT_CORRECT, distinct_key, parse_eval_key, parse_level_key
+from analysis.records import DISTINCT_CORRECT, METHOD_ORDER, distinct_key, parse_eval_key, parse_level_key
 
-METHOD_ORDER = ("grpo", "entropy", "evol_rl", "g2rl")
 BENCHMARK_ORDER = ("math500", "amc", "aime24", "aime25", "gpqa_diamond", "gsm8k", "countdown", "countdown_test", "arithmetic", "arithmetic_test")
 LONG_COLUMNS = ["method", "benchmark", "level", "metric", "k", "mean", "half", "lo", "hi", "n_seeds", "values"]
 _KEYS = ["method", "benchmark", "level", "metric", "k"]

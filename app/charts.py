@@ -11,8 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis import compare
+from analysis.records import METHOD_COLORS
 
-METHOD_COLORS = {"grpo": "#7f7f7f", "entropy": "#1f77b4", "evol_rl": "#2ca02c", "g2rl": "#d62728"}
 OTHER_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 CORRECTNESS_COLORS = {"correct": "#2ca02c", "incorrect": "#d62728"}

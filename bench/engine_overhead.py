@@ -97,7 +97,7 @@ def instrument(trainer, tracker, seconds: Seconds) -> None:
     inner.record = seconds.wrap(f"recording a step: metrics, geometry, summaries, dump (incl. its Parquet write) "
                                 f"[{WORKER}]", inner.record)
     inner.frame = seconds.wrap(f"dump table (Arrow) [{WORKER}]", inner.frame)
-    import workbench.sender as sender
+    import workbench.tracking.sender as sender
 
     sender.deliver = seconds.wrap(f"MLflow writes from the spool: metrics, table rows, artifacts [{WRITER}]",
                                   sender.deliver)
@@ -174,7 +174,7 @@ def layer_rows(label: str, seconds: Seconds, wall: float, steps: int, n: int) ->
 
 
 def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
-    from workbench.launch import start_tracker
+    from workbench.run.launch import start_tracker
     from workbench.tracking import NullTracker
 
     set_threads()
@@ -226,7 +226,7 @@ def run(quick: bool = False, smollm2: bool = False) -> list[Row]:
 
 def smollm2_rows(rounds: int = 3) -> list[Row]:
     """TRL vs ours with logging on, on smollm2-135m: ``rounds`` rounds of 2 steps each, the first dropped."""
-    from workbench.launch import start_tracker
+    from workbench.run.launch import start_tracker
     from workbench.tracking import NullTracker
 
     steps = 2

@@ -1,4 +1,4 @@
-"""Build trainers exactly as ``workbench.train.train`` does, without training, so benchmarks can
+"""Build trainers exactly as ``workbench.run.train.train`` does, without training, so benchmarks can
 interleave them: each trainer is built once, then ``trainer.train()`` is called once per round.
 
 ``train(cfg, tracker)`` builds model, data, method, recorder and a ``MethodTrainer`` and calls
@@ -97,9 +97,9 @@ def _deferred(plain: bool) -> Iterator[dict]:
 
 
 def build_trainer(cfg, tracker, plain: bool = False):
-    """The trainer ``workbench.train.train(cfg, tracker)`` would train (or a bare GRPOTrainer), with a
+    """The trainer ``workbench.run.train.train(cfg, tracker)`` would train (or a bare GRPOTrainer), with a
     :class:`StepClock` at ``trainer.clock`` and no progress printing."""
-    from workbench.train import train
+    from workbench.run.train import train
 
     with _deferred(plain) as box:
         train(cfg, tracker)

@@ -30,7 +30,8 @@ from analysis.compare import band_over_seeds
 from analysis.geometry import direction_fractions, pairwise_cosines
 from analysis.loaders import load_dumps, metric_history, runs_table, stack
 from analysis.passk import maj_at_k, pass_at_k
-from analysis.report import METHOD_ORDER, report_table, to_markdown
+from analysis.records import METHOD_ORDER
+from analysis.report import report_table, to_markdown
 
 OUT = Path(__file__).with_name("REGIME.md")
 PLOTS = Path(__file__).with_name("regime")

@@ -41,7 +41,7 @@ from analysis.geometry import geometry_metrics, unit_rows
 from analysis.records import EVAL_COLUMNS, SUMMARY_PATH
 from analysis.summary import PairSummaries
 from trainers.shaping import group_outcomes
-from workbench.evaluation import score
+from workbench.run.evaluation import score
 from workbench.tracking import write_parquet
 from workbench.tasks.countdown import Puzzle, prompt_of, random_steps
 from workbench.tasks.countdown_rules import format_steps
@@ -57,7 +57,7 @@ GRAD_DIM, EMB_DIM = 24, 16
 # Weight of the shared direction in the gradient features: mean cosine ~ a^2 / (1 + a^2).
 ALIGNMENT = {"grpo": 0.55, "entropy": 0.42, "evol_rl": 0.38, "g2rl": 0.26}
 SKILL = {"grpo": 0.0, "entropy": 0.25, "evol_rl": 0.3, "g2rl": 0.45}  # logit bonus over the base policy
-DUMP_SCHEMA = pa.schema([  # DESIGN 6, as workbench.recording.StepRecorder.frame writes it
+DUMP_SCHEMA = pa.schema([  # DESIGN 6, as trainers.recorder.StepRecorder.frame writes it
     ("step", pa.int64()), ("group", pa.int64()), ("sample", pa.int64()), ("prompt_id", pa.string()),
     ("prompt", pa.string()), ("completion", pa.string()), ("answer", pa.string()), ("correct", pa.bool_()),
     ("base_reward", pa.float64()), ("shaped_reward", pa.float64()), ("advantage", pa.float64()),
@@ -229,7 +229,7 @@ def _eval_frame(rng, method: str, step: int, steps: int, problems: int, n: int) 
 
 
 def _eval_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """What a run logs for an evaluation (:func:`workbench.evaluation.score`): pass@k and maj@k, distinct
+    """What a run logs for an evaluation (:func:`workbench.run.evaluation.score`): pass@k and maj@k, distinct
     correct solutions of the task, and both per level of the task's problems."""
     return score(frame)
 
@@ -338,7 +338,7 @@ def _log_parquet(client, run_id: str, frame: pd.DataFrame, local: Path, schema: 
     """Write ``frame`` as Parquet and log it under the artifact folder named like ``local``'s parent.
 
     As the workbench writes them: with ``schema`` (feature dumps) a plain Arrow
-    table of exactly that schema, as ``workbench.recording`` builds it; without
+    table of exactly that schema, as ``workbench.run.recording`` builds it; without
     (eval rows) ``pa.Table.from_pandas``, as ``MlflowTracker.log_parquet`` does.
     """
     local.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from app_store import CORRUPT, NO_DUMPS, NO_SUMMARY, add_probes, build_store, session_store
+from pair_reference import dispersion_per_step, fractions_per_step
 
 from analysis import compare, loaders, records, summary
 from analysis.passk import mean_ci_over_seeds
@@ -458,11 +459,11 @@ def test_recomputed_fractions_equal_the_logged_metrics(store_uri):
     runs = loaders.runs_table("workbench", store_uri)
     run_id = runs.loc[(runs["method"] == "g2rl") & (runs["seed"] == 0), "run_id"].item()
     pairs = compare.dump_pairs(loaders.load_dumps(run_id, store_uri)).assign(run_id=run_id)
-    fractions = compare.fractions_by_step(pairs, 0.1).set_index("step")
+    fractions = fractions_per_step(pairs, 0.1).set_index("step")
     for name in ("neg_frac", "orth_frac", "opp_frac", "grad_cos_mean"):
         logged = loaders.metric_history(run_id, f"geometry/{name}", store_uri).set_index("step")["value"]
         assert np.allclose(fractions[name], logged.loc[fractions.index]), name
-    dispersion = compare.dispersion_by_step(pairs).set_index("step")
+    dispersion = dispersion_per_step(pairs).set_index("step")
     logged = loaders.metric_history(run_id, "geometry/sem_dispersion", store_uri).set_index("step")["value"]
     assert np.allclose(dispersion["sem_dispersion"], logged.loc[dispersion.index])
 

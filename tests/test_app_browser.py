@@ -20,8 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
-from app_store import session_store
+from app_store import EXPERIMENT, session_store
+
+from analysis import loaders, records
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -44,6 +48,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
                 "(apt-get install chromium chromium-driver)", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed: pip install selenium")
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 
 def _free_port() -> int:
@@ -62,9 +67,14 @@ def output_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, output_dir):
+def store(tmp_path_factory) -> str:
+    return session_store(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def server(store, output_dir):
     """The app served on a free local port against the synthetic store; yields its base URL."""
-    uri = session_store(tmp_path_factory)
+    uri = store
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"}
     log = (output_dir / "server.log").open("w")
@@ -191,3 +201,78 @@ def test_every_page_renders_in_chromium(server, browser, output_dir):
             assert _count(browser, '[data-testid="stDataFrame"]') >= 2
     (output_dir / "timings.json").write_text(json.dumps(timings, indent=2))
     print("page load times (s):", timings)
+
+
+TRACES_JS = """
+const norm = s => s.replace(/[^a-zA-Z0-9_-]/g, '-');
+const box = [...document.querySelectorAll('[class*="st-key-"]')].find(
+  e => e.classList.contains('st-key-' + arguments[0]) || e.classList.contains('st-key-' + norm(arguments[0])));
+const el = box && box.querySelector('.js-plotly-plot');
+if (!el || !el._fullData) return null;
+return el._fullData.filter(t => t.visible !== false).map(t => ({
+  name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || []), fill: t.fill || 'none',
+  dash: (t.line && t.line.dash) || 'solid', width: t.line ? t.line.width : null}));
+"""
+
+
+def _lines(driver, key: str) -> list[dict]:
+    """The drawn line traces (no bands) of the plotly chart with Streamlit key ``key``, as plotly.js holds them."""
+    traces = driver.execute_script(TRACES_JS, key)
+    assert traces, f"no plotly chart with key {key!r} on the page"
+    return [t for t in traces if t["fill"] == "none" and t["width"] != 0]
+
+
+def _set_smoothing(driver, title: str, charts: int, key: Keys) -> None:
+    """Move the sidebar's smoothing slider to one end with the keyboard and wait for the rerun."""
+    thumb = driver.find_element(By.CSS_SELECTOR, '.st-key-smoothing [role="slider"]')
+    thumb.click()
+    thumb.send_keys(key)
+    start = time.perf_counter()
+    while time.perf_counter() < start + 10 and not driver.execute_script(STATE_JS)["running"]:
+        time.sleep(0.05)
+    _open_settled(driver, title, charts)
+
+
+def _open_settled(driver, title: str, charts: int) -> None:
+    deadline = time.perf_counter() + PAGE_TIMEOUT
+    settled = 0
+    while time.perf_counter() < deadline and settled < 3:
+        settled = settled + 1 if _finished(driver, title, charts) else 0
+        time.sleep(0.25)
+    assert settled >= 3, f"page {title!r} did not settle after moving the smoothing slider"
+
+
+@pytest.mark.slow  # 30-60 s: two pages drawn, the slider moved on each
+def test_held_out_curves_are_unsmoothed_and_start_and_end_are_drawn(server, browser, store):
+    """The pass@k page draws the logged held-out values whatever the smoothing slider says (the mean over
+    each method's seeds at each evaluation step), and pass@k against k shows the first evaluation dashed
+    beside the last. The dynamics page's training curves do move with the slider: the control that the
+    slider acts in this browser at all."""
+    _open(browser, f"{server}/dynamics", "Training dynamics", 8)
+    smoothed = _lines(browser, "dyn-train/reward")
+    _set_smoothing(browser, "Training dynamics", 8, Keys.HOME)  # 0: off
+    raw = _lines(browser, "dyn-train/reward")
+    assert [t["y"] for t in smoothed] != [t["y"] for t in raw], "the slider did not change a training curve"
+
+    _open(browser, f"{server}/passk", "pass@k", 5)
+    runs = loaders.runs_table(EXPERIMENT, store)
+    runs = runs[runs["kind"] != "probe"]
+    benchmark = "task"  # the benchmark the page shows first (sorted)
+    key = records.eval_key(benchmark, "pass", 1)
+    histories = pd.concat([loaders.metric_history(r.run_id, key, store).assign(method=r.method)
+                           for r in runs.itertuples()])
+    logged = histories.groupby(["method", "step"])["value"].mean()
+    for slider in (None, Keys.END, Keys.HOME):  # the default 0.6, then 0.99, then 0
+        if slider is not None:
+            _set_smoothing(browser, "pass@k", 5, slider)
+        drawn = _lines(browser, "passk-steps-pass-1")
+        assert sorted(t["name"] for t in drawn) == sorted(runs["method"].unique()), drawn
+        for trace in drawn:
+            want = logged.loc[trace["name"]].loc[[int(x) for x in trace["x"]]].to_numpy()
+            np.testing.assert_allclose(trace["y"], want, atol=1e-12, err_msg=f"{trace['name']} at {slider!r}")
+        assert not [t for t in _lines(browser, "passk-steps-pass-1") if t["name"].endswith("(raw)")]
+        by_k = _lines(browser, f"passk-k-{benchmark}")
+        dashed = [t for t in by_k if t["dash"] == "dash" and t["name"].endswith("(first evaluation)")]
+        solid = [t for t in by_k if t["dash"] == "solid"]
+        assert len(dashed) == len(solid) == runs["method"].nunique(), by_k
+        assert all(len(t["y"]) > 1 for t in dashed + solid)

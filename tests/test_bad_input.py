@@ -109,7 +109,7 @@ def test_unreachable_tracking_server_stops_before_training(store, capsys, monkey
 
 
 def test_k_above_n_is_refused_by_the_evaluation_score():
-    from workbench.evaluation import score
+    from workbench.run.evaluation import score
 
     frame = pd.DataFrame({"step": 0, "benchmark": "b", "problem_id": "p", "sample": range(4),
                           "answer": ["1", "2", "1", "1"], "correct": [True, False, True, True]})
@@ -140,7 +140,7 @@ class _Capture(NullTracker):
 def _record(texts: list[str], verdicts) -> _Capture:
     """Record one step of ``texts`` (one group) as the trainer does; return what was logged."""
     from trainers.step_record import StepRecord
-    from workbench.recording import StepRecorder
+    from trainers.recorder import StepRecorder
 
     n = len(texts)
     correct = np.array([v.correct for v in verdicts])

@@ -81,33 +81,12 @@ def test_tau_boundaries_and_mixed_fractions():
     assert direction_fractions(cos, tau=0.0)["orth_frac"] == pytest.approx(1 / 6)
 
 
-@pytest.mark.parametrize("tau", [0.0, 0.1, 0.5, 1.0])
-def test_fractions_by_step_are_direction_fractions_of_each_step(tau):
-    """compare.fractions_by_step and direction_fractions share one definition: equal at every tau, boundaries too."""
-    import pandas as pd
-
-    from analysis.compare import fractions_by_step
-
-    cos = np.array([-1.0, -0.5, -0.1, -0.05, 0.0, 0.1, 0.5, 0.9, 1.0, 0.3])
-    steps = np.array([1, 1, 1, 1, 2, 2, 2, 3, 3, 3])
-    got = fractions_by_step(pd.DataFrame({"run_id": "r", "step": steps, "grad_cos": cos}), tau).set_index("step")
-    for step in (1, 2, 3):
-        expected = direction_fractions(cos[steps == step], tau)
-        assert got.loc[step, list(expected)].to_dict() == pytest.approx(expected, abs=1e-15), step
-
-
 @pytest.mark.parametrize("tau", [-0.1, 1.5, float("nan")])
 def test_tau_validation_names_tau(tau):
     with pytest.raises(ValueError, match=r"tau="):
         direction_fractions(np.array([0.2]), tau=tau)
     with pytest.raises(ValueError, match=r"tau="):
         geometry_metrics(np.eye(2), None, np.array([0, 0]), np.array([True, False]), tau=tau)
-    import pandas as pd
-
-    from analysis.compare import fractions_by_step
-
-    with pytest.raises(ValueError, match=r"tau="):
-        fractions_by_step(pd.DataFrame(), tau)  # no pairs: still checked
 
 
 def test_empty_cosines_give_nan():

@@ -1,8 +1,8 @@
-"""What `workbench run` shows: the held-out headline at its end (workbench/headline.py), the progress bar."""
+"""What `workbench run` shows: the held-out headline at its end (workbench/run/headline.py), the progress bar."""
 
 from __future__ import annotations
 
-from workbench.headline import headline_lines, run_headline
+from workbench.run.headline import headline_lines, run_headline
 
 
 def test_headline_shows_pass1_and_the_largest_k_of_each_kind_start_to_end():
@@ -36,7 +36,7 @@ def test_the_headline_is_read_back_from_the_store(store):
 
 
 def test_the_progress_bar_shows_accuracy_and_labels_a_shaped_mean():
-    from workbench.recording import ProgressBar
+    from workbench.run.recording import ProgressBar
 
     grpo = {"reward": 0.25, "rewards/verifier/mean": 0.25, "kl": 0.01, "entropy": 1.2, "loss": 0.0}
     assert ProgressBar.postfix(grpo) == {"accuracy": "0.25", "kl": "0.01", "entropy": "1.2"}

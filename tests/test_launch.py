@@ -1,4 +1,4 @@
-"""Whether a run's process is still there (``workbench.launch.run_process``), and what resume and sweep make of it.
+"""Whether a run's process is still there (``workbench.run.launch.run_process``), and what resume and sweep make of it.
 
 No training: the processes are a sleeping Python child (alive), one that has
 exited (dead), this test process, and tags naming another host or no usable pid.
@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from analysis.records import HOST_TAG, PID_TAG
-from workbench import launch
-from workbench.launch import ProcessState, run_process
-from workbench.sweep import _decide
+from workbench.run import launch
+from workbench.run.launch import ProcessState, run_process
+from workbench.experiments.sweep import _decide
 
 HERE = socket.gethostname()
 ELSEWHERE = f"not-{HERE}"
@@ -105,7 +105,7 @@ def test_sweep_resumes_a_running_cell_only_when_its_process_is_dead(where, actio
                                                  ("garbage", False)])
 def test_resume_refuses_a_running_run_only_when_its_process_is_alive(store, where, refused, live_pid, dead_pid):
     from workbench.config import build_config
-    from workbench.launch import find_resume_point, start_tracker
+    from workbench.run.launch import find_resume_point, start_tracker
     from workbench.tracking import TrackingError, client
 
     tags = {"live": {HOST_TAG: HERE, PID_TAG: str(live_pid)}, "dead": {HOST_TAG: HERE, PID_TAG: str(dead_pid)},

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from analysis.loaders import load_dumps, metric_history, runs_table
-from trainers.g2rl import G2RL
+from trainers.methods.g2rl import G2RL
 from trainers.method import StepBatch
 from conftest import ONE_UPDATE  # noqa: E402
 from workbench.config import build_config, build_method
@@ -191,7 +191,7 @@ def test_accelerate_configs_parse_and_the_run_accepts_or_refuses_them_up_front(n
     from accelerate.commands.config.config_args import ClusterConfig
 
     from workbench.config import ConfigError
-    from workbench.train import load_inputs, sharded_weights
+    from workbench.run.train import load_inputs, sharded_weights
 
     kind, sharding = ACCELERATE_CONFIGS[name]
     config = ClusterConfig.from_yaml_file(CONFIG_DIR / name)  # refuses unknown keys

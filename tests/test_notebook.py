@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from workbench.config import build_config
-from workbench.launch import start_tracker
-from workbench.train import train
+from workbench.run.launch import start_tracker
+from workbench.run.train import train
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "feature_analysis.ipynb"
 EXPERIMENT = "notebook"

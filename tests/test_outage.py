@@ -34,7 +34,7 @@ from analysis.loaders import artifact_steps, load_summaries
 from test_server import _free_port
 from conftest import ONE_UPDATE  # noqa: E402
 from workbench.cli import main
-from workbench.spool import sessions, spool_folder
+from workbench.tracking.spool import sessions, spool_folder
 from workbench.tracking import client
 
 WARM_UP = 10  # steps before the outage starts, left out of the step-time comparison

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import textwrap
 
 import numpy as np
 import pytest
 
+from analysis import compare
 from analysis.loaders import load_dumps, runs_table
 from conftest import SMALL
 from trainers.methods import resolve_method
@@ -42,7 +44,7 @@ PLUGIN = textwrap.dedent('''
     class ScaledPenalty(Method):
         """Its own options section and its own score column."""
 
-        section = "penalty"
+        name = "penalty"
         Options = PenaltyOptions
         score_columns = ("missing",)
 
@@ -54,7 +56,7 @@ PLUGIN = textwrap.dedent('''
 
 
     class TakesTraining(Method):
-        section = "training"
+        name = "training"
         Options = PenaltyOptions
 ''')
 
@@ -100,7 +102,7 @@ def test_a_plugin_declares_its_own_options_section(plugin_module):
         build_config([{"method": "my_methods:ScaledPenalty"}], ["penalty.nope=1"])
     with pytest.raises(ConfigError, match="unknown config key 'penalty.penalty'"):  # grpo has no such section
         build_config([{"method": "grpo"}], ["penalty.penalty=0.25"])
-    with pytest.raises(ConfigError, match="section 'training', which is taken"):
+    with pytest.raises(ConfigError, match="named 'training', and its options section of that name is taken"):
         build_config([{"method": "my_methods:TakesTraining"}])
 
 
@@ -115,4 +117,43 @@ def test_a_plugins_options_and_scores_reach_the_run(store, model_cache, plugin_m
     dumps = load_dumps(runs["run_id"].iloc[0], store)
     missing = dumps["answer"].isna().astype(float)
     np.testing.assert_allclose(dumps["missing"], missing)  # the method's own score column is dumped
+    assert compare.score_columns(dumps) == ["missing"]  # ... and read as its score, with no list to extend
+    assert "missing" in compare.samples_table(dumps).columns
     np.testing.assert_allclose(dumps["shaped_reward"], dumps["correct"].astype(float) - 0.25 * missing)
+
+
+def test_a_method_is_named_once_and_its_section_follows(plugin_module):
+    """The class's name is its registry name and its config section; a section set by hand is refused."""
+    from trainers.method import METHODS, Method
+
+    assert resolve_method("my_methods:NoAnswerPenalty").name == "noanswerpenalty"  # the class name, lower case
+    scaled = resolve_method("my_methods:ScaledPenalty")
+    assert (scaled.name, scaled.section) == ("penalty", "penalty")
+    assert resolve_method("my_methods:NoAnswerPenalty").section is None  # no options, no section
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        assert cls.name == name and cls.section in (None, name), cls
+    with pytest.raises(TypeError, match=r"sets `section = 'mine'`.*set `name = 'mine'` instead"):
+        type("Mine", (Method,), {"section": "mine"})
+    with pytest.raises(TypeError, match=r"name = 'my-method' is not a Python identifier"):
+        type("Mine", (Method,), {"name": "my-method"})
+
+
+def test_a_plugins_options_are_fields_of_its_trl_config(plugin_module):
+    """G2RLConfig-style: the plug-in's options become ``<name>_<option>`` fields of a TRL config, made from
+    its options model with nothing written by hand, validated by the same rules as the YAML and --set paths."""
+    from trainers.trl_options import method_config
+    from trl import TrlParser
+
+    scaled = resolve_method("my_methods:ScaledPenalty")
+    config = method_config(scaled)
+    args = config(output_dir="x", report_to="none", use_cpu=True, penalty_penalty=0.25)
+    assert args.method_options() == scaled.Options(penalty=0.25)
+    assert scaled(args.method_options()).options.penalty == 0.25
+    with pytest.raises(ValueError, match=r"penalty_penalty=-1: Input should be greater than or equal to 0"):
+        config(output_dir="x", report_to="none", use_cpu=True, penalty_penalty=-1)
+    (parsed,) = TrlParser((config,)).parse_args_into_dataclasses(
+        ["--output_dir", "x", "--report_to", "none", "--use_cpu", "true", "--penalty_penalty", "0.75"])
+    assert parsed.method_options().penalty == 0.75
+    help_text = {f.name: f.metadata.get("help") for f in dataclasses.fields(config)}
+    assert help_text["penalty_penalty"] == scaled.Options.model_fields["penalty"].description

@@ -60,7 +60,7 @@ def test_yaml_and_preset_defaults_agree():
 
 
 def test_every_config_file_validates(capsys):
-    from workbench.study_spec import load_study
+    from workbench.experiments.study_spec import load_study
 
     for path in sorted(CONFIGS.glob("*.yaml")):
         if path.name.startswith("study-"):  # a study file: arms x seeds around a run config

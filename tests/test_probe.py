@@ -15,8 +15,8 @@ from workbench.cli import main
 from workbench.config import build_config
 from analysis.records import DUMP_COLUMNS
 from workbench.tasks import build_task
-from workbench.launch import start_tracker
-from workbench.train import train
+from workbench.run.launch import start_tracker
+from workbench.run.train import train
 
 # Shrunk for 2 cores: 3 problems x 3 samples of at most 12 tokens exercise every part of a probe.
 PROBE = ["--n", "3", "--max-problems", "3", "--max-new-tokens", "12"]

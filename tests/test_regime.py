@@ -86,7 +86,7 @@ def test_min_steps_beyond_the_numbers_names_the_fix():
 
 # --------------------------------------------------------------------------- levels in evaluation rows
 def test_countdown_rows_carry_level_and_a_correct_samples_canonical_solution():
-    from workbench.evaluation import Completion, eval_frame
+    from workbench.run.evaluation import Completion, eval_frame
 
     t = _task()
     problem = t.problems("test")[0]
@@ -171,7 +171,7 @@ def test_every_method_logs_group_outcomes():
 
 # --------------------------------------------------------------------------- lambda = 0 is GRPO
 def test_g2rl_with_lambda_zero_gives_grpos_advantages():
-    from trainers.g2rl import G2RL, G2RLOptions
+    from trainers.methods.g2rl import G2RL, G2RLOptions
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(32), 16)

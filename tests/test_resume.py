@@ -40,7 +40,7 @@ from workbench.config import build_config
 from conftest import ONE_UPDATE  # noqa: E402
 from analysis.records import PID_TAG
 from workbench.tracking import client
-from workbench.launch import RESUMED_TAG, last_checkpoint, start_tracker
+from workbench.run.launch import RESUMED_TAG, last_checkpoint, start_tracker
 
 STEPS, SAVE = 20, 2  # SAVE: the default checkpoint interval, a tenth of the run
 # Shrunk for 2 CPU cores: a 100-step warm start, 4 prompts x 4 completions of <= 6 tokens.

@@ -25,9 +25,9 @@ from mlflow.tracking import MlflowClient
 
 from analysis.loaders import artifact_steps
 from workbench.cli import main
-from workbench.replay import is_outage, windows
-from workbench.spool import Item, Session, sessions, spool_folder
-from workbench.sync import sync_run
+from workbench.tracking.replay import is_outage, windows
+from workbench.tracking.spool import Item, Session, sessions, spool_folder
+from workbench.tracking.sync import sync_run
 from workbench.tracking import MlflowTracker, experiment_id, write_parquet
 
 UNREACHABLE = ("API request to http://127.0.0.1:5/api/2.0/mlflow/runs/log-batch failed with exception "

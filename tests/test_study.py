@@ -75,8 +75,8 @@ def test_tiny_study_trains_probes_reports_and_resumes(store, model_cache, tmp_pa
 def test_study_cells_are_nested_under_the_studys_parent_run(store, tmp_path):
     """A fake train function: only the MLflow record is checked. The parent is the study's, not a sweep's."""
     from analysis.study import study_runs
-    from workbench.study import run_study
-    from workbench.study_spec import load_study
+    from workbench.experiments.study import run_study
+    from workbench.experiments.study_spec import load_study
     from analysis.records import PARENT_TAG
     from workbench.tracking import client
 
@@ -113,7 +113,7 @@ def _eval_rows(step: int, seed: int, bonus: float, problems: int = 8, n: int = 4
 def _recording_train(cfg, tracker):
     """Stands in for training: logs group shares every step and evaluates at 0, 5 and 10 as a run does."""
     from analysis.records import eval_path
-    from workbench.evaluation import eval_table, score
+    from workbench.run.evaluation import eval_table, score
 
     bonus = 0.3 if cfg.method == "g2rl" else 0.0
     for step in range(11):
@@ -129,9 +129,9 @@ def _recording_train(cfg, tracker):
 def test_report_tables_are_recomputed_from_the_per_run_csv(store, tmp_path):
     """Recorded evaluations (no training) of grpo x 3 seeds and g2rl x 2: the CSV holds every run, step, level
     and metric; Table 1, the paired table and the hypotheses' verdicts follow from it by hand (scipy)."""
-    from workbench.study import run_study
-    from workbench.study_report import write_study_report
-    from workbench.study_spec import load_study
+    from workbench.experiments.study import run_study
+    from workbench.experiments.study_report import write_study_report
+    from workbench.experiments.study_spec import load_study
 
     data = {**TINY_STUDY, "probe": None, "seeds": [0, 1, 2], "eval": {"n": 4, "every": 5}, "training": {"steps": 10},
             "arms": [{"name": "grpo", "method": "grpo"}, {"name": "g2rl", "method": "g2rl", "seeds": [0, 1]}],
@@ -224,9 +224,9 @@ def test_report_only_without_recorded_runs_leaves_the_report_folder_alone(store,
 
 def test_shards_split_the_cells_and_included_files_follow_the_report(tmp_path):
     """Every cell falls in exactly one shard; an included file is appended with its headings one level down."""
-    from workbench.study import parse_shard, shard_cells
-    from workbench.study_spec import load_study
-    from workbench.study_sections import demoted
+    from workbench.experiments.study import parse_shard, shard_cells
+    from workbench.experiments.study_spec import load_study
+    from workbench.experiments.study_sections import demoted
 
     arms = [{"name": f"a{k}", "method": "g2rl", "set": {"g2rl.lam": 0.1 * (k + 1)}} for k in range(3)]
     study = load_study(_write(tmp_path, {"experiment": "x", "seeds": [0, 1], "arms": arms, "jobs": 2}))
@@ -245,7 +245,7 @@ def test_the_shipped_default_study_parses(monkeypatch):
     on 8 seeds and the rest on 4 (36 cells), 2 jobs, its hypotheses against the grpo arm."""
     from pathlib import Path
 
-    from workbench.study_spec import load_study
+    from workbench.experiments.study_spec import load_study
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)

@@ -198,7 +198,7 @@ def test_study_analysis_modules_import_no_torch_or_upper_layers():
 
 
 def _study(**change):
-    from workbench.study_spec import parse_study
+    from workbench.experiments.study_spec import parse_study
 
     data = {"experiment": "x", "seeds": [0, 1, 2, 3],
             "arms": [{"name": "grpo", "method": "grpo", "seeds": [0, 1, 2, 3, 4, 5, 6, 7]},

@@ -10,7 +10,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from analysis import compare, geometry, summary
+from pair_reference import dispersion_per_step, fractions_per_step
+
+from analysis import geometry, summary
 from analysis.records import SUMMARY_COLUMNS, SUMMARY_PAIR_TYPES, SUMMARY_PATH, SUMMARY_TAUS, summary_schema
 
 
@@ -64,7 +66,7 @@ def test_the_counts_cover_every_pair_and_a_type_without_pairs_has_no_row():
 
 
 def test_pooled_rows_equal_the_statistics_of_the_pooled_pairs():
-    """Several steps and runs: the summaries' per-step and pooled numbers equal compare's from the dumps' pairs."""
+    """Several steps and runs: the summaries' per-step and pooled numbers equal those of the dumps' pairs, step by step."""
     frames, dumps = [], []
     for run_id, seed in (("a", 0), ("b", 1)):
         for step in (1, 2, 3):
@@ -76,7 +78,7 @@ def test_pooled_rows_equal_the_statistics_of_the_pooled_pairs():
     rows, pairs = pd.concat(frames, ignore_index=True).assign(method="m"), pd.concat(dumps, ignore_index=True)
     for tau in (0.0, 0.15, 0.5):
         got = summary.fractions_by_step(rows, tau).set_index(["run_id", "step"])
-        want = compare.fractions_by_step(pairs, tau).set_index(["run_id", "step"])
+        want = fractions_per_step(pairs, tau).set_index(["run_id", "step"])
         pd.testing.assert_frame_equal(got, want[got.columns], check_dtype=False)
         pooled = summary.pooled_stats(rows, tau, by=["method"], pair_type="correct_incorrect").set_index("method")
         part = pairs[pairs["pair_type"] == "correct_incorrect"]
@@ -86,7 +88,7 @@ def test_pooled_rows_equal_the_statistics_of_the_pooled_pairs():
         assert np.isclose(pooled.at["m", "sem_cos_mean"], part["sem_cos"].mean())
         assert pooled.at["m", "pairs"] == len(part)
     disp = summary.dispersion_by_step(rows).set_index(["run_id", "step"])
-    want = compare.dispersion_by_step(pairs).set_index(["run_id", "step"])
+    want = dispersion_per_step(pairs).set_index(["run_id", "step"])
     pd.testing.assert_frame_equal(disp, want[disp.columns], check_dtype=False)
     hist = summary.pooled_histogram(rows, "grad_hist", by=["method"])
     counts = np.histogram(pairs["grad_cos"], bins=summary.HIST_EDGES)[0]
@@ -159,7 +161,7 @@ def test_the_recorder_writes_one_artifact_at_each_flush_and_a_resume_extends_it(
     from trainers.method import Shaped, StepBatch
     from trainers.step_record import StepRecord
     from workbench.config import FeaturesConfig
-    from workbench.recording import StepRecorder
+    from trainers.recorder import StepRecorder
     from workbench.tracking import MlflowTracker, experiment_id
 
     def record(step: int) -> StepRecord:

@@ -21,8 +21,8 @@ from conftest import SMALL
 from test_server import server  # noqa: F401  the `mlflow server` fixture
 from workbench.cli import main, parser
 from workbench.config import ConfigError
-from workbench.sweep import cell_configs, check_cell, config_hash, config_layers, sweep
-from workbench.launch import RESUMED_TAG, last_checkpoint
+from workbench.experiments.sweep import cell_configs, check_cell, config_hash, config_layers, sweep
+from workbench.run.launch import RESUMED_TAG, last_checkpoint
 
 GRID = ["sweep", "--methods", "grpo,g2rl", "--seeds", "0,1", "--experiment", "grid"]
 BASE = [{"model": {"preset": "tiny"}, "training": {"steps": 20}}]
@@ -98,7 +98,7 @@ def test_cells_checkpoint_as_every_run_does():
 
 
 class FakeTrain:
-    """Stands in for ``workbench.train.train``: logs a step and writes a checkpoint of it; a cell in
+    """Stands in for ``workbench.run.train.train``: logs a step and writes a checkpoint of it; a cell in
     ``stop`` is interrupted there as SIGTERM would (the run is then KILLED)."""
 
     def __init__(self, stop: tuple[tuple[str, int], ...] = ()) -> None:
@@ -106,7 +106,7 @@ class FakeTrain:
         self.calls: list[tuple[str, int, str | None]] = []
 
     def __call__(self, cfg, tracker, resume_from_checkpoint=None):
-        from workbench.launch import checkpoint_dir
+        from workbench.run.launch import checkpoint_dir
 
         self.calls.append((cfg.method, cfg.seed, resume_from_checkpoint and Path(resume_from_checkpoint).name))
         tracker.log_metrics({"train/reward": 0.5}, step=1)

@@ -17,16 +17,16 @@ from analysis.passk import mean_ci_over_seeds
 from analysis.report import report_data, report_table, to_markdown
 from workbench.cli import USER_ERRORS
 from workbench.config import ConfigError
-from workbench.report import add_report_parser, write_report
+from workbench.experiments.report import add_report_parser, write_report
 from analysis.records import HASH_TAG, HOST_TAG, PID_TAG
-from workbench.sweep import add_sweep_parser, cell_configs, config_hash, sweep
+from workbench.experiments.sweep import add_sweep_parser, cell_configs, config_hash, sweep
 
 BASE = [{"model": {"preset": "tiny"}, "training": {"steps": 2}}]
 
 
 def _main(argv: list[str]) -> int:
     """``workbench.cli.main`` for the sweep / report / eval subcommands (until cli.py registers them)."""
-    from workbench.eval_cmd import add_eval_parser
+    from workbench.experiments.eval_cmd import add_eval_parser
 
     parser = argparse.ArgumentParser(prog="workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +52,7 @@ def _runs(uri: str, experiment: str) -> list:
 
 
 class FakeTrain:
-    """Stands in for ``workbench.train.train``: logs one metric, fails for the cells in ``fail``."""
+    """Stands in for ``workbench.run.train.train``: logs one metric, fails for the cells in ``fail``."""
 
     def __init__(self, fail: tuple[tuple[str, int], ...] = ()) -> None:
         self.fail = set(fail)
@@ -137,7 +137,7 @@ def test_sweep_layers_resolve_like_the_run_command(flags):
 
     from workbench.cli import config_from_args, parser
     from workbench.config import build_config
-    from workbench.sweep import config_layers
+    from workbench.experiments.sweep import config_layers
 
     flags = [str(Path(__file__).parents[1] / f) if f.endswith(".yaml") else f for f in flags]
     args = parser().parse_args(["run", *flags])
@@ -264,7 +264,7 @@ def test_report_command_prints_markdown_or_says_there_is_nothing(report_store, t
 
 
 def test_report_by_level_reads_the_logged_level_metrics(tmp_path, monkeypatch, capsys):
-    """Runs logging per-level metrics and distinct correct solutions (as workbench.evaluation.score does): the
+    """Runs logging per-level metrics and distinct correct solutions (as workbench.run.evaluation.score does): the
     table splits by level with --by-level; runs without levels say so."""
     from mlflow.tracking import MlflowClient
 

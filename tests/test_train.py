@@ -9,8 +9,8 @@ import torch
 from analysis.loaders import load_dumps, metric_history
 from conftest import SMALL
 from workbench.config import build_config
-from workbench.launch import start_tracker
-from workbench.train import train
+from workbench.run.launch import start_tracker
+from workbench.run.train import train
 
 
 

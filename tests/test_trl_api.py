@@ -86,7 +86,7 @@ def _train(trainer_cls, args_cls, with_mixin: bool, tmp_path):
                     per_device_train_batch_size=8, num_generations=4, max_completion_length=6, learning_rate=1e-2,
                     report_to="none", logging_steps=1, save_strategy="no", use_cpu=True, seed=0)
     cls = type("WithGeometry", (GeometryMixin, trainer_cls), {}) if with_mixin else trainer_cls
-    extra = {"geometry": GeometryArgs(dump_every=1)} if with_mixin else {}
+    extra = {"geometry": GeometryArgs(features_dump_every=1)} if with_mixin else {}
     trainer = cls(model=model, reward_funcs=[trl_script.has_seven, trl_script.short], args=args,
                   train_dataset=dataset, processing_class=tok, **extra)
     trainer.train()
@@ -117,8 +117,8 @@ def test_g2rl_config_refuses_bad_values_with_the_fix():
     with pytest.raises(ValueError, match="g2rl_scaler='eq13'"):
         G2RLConfig(output_dir="x", report_to="none", use_cpu=True, g2rl_scaler="eq13")
     with pytest.raises(ValueError, match="lam <= 1 with eq12"):
-        G2RLConfig(output_dir="x", report_to="none", use_cpu=True, g2rl_scaler="eq12", g2rl_lambda=2)
-    with pytest.raises(ValueError, match=r"geometry_tau=2.*\[0, 1\]"):
-        G2RLConfig(output_dir="x", report_to="none", use_cpu=True, geometry_tau=2)
+        G2RLConfig(output_dir="x", report_to="none", use_cpu=True, g2rl_scaler="eq12", g2rl_lam=2)
+    with pytest.raises(ValueError, match=r"features_tau=2: Input should be less than or equal to 1"):
+        G2RLConfig(output_dir="x", report_to="none", use_cpu=True, features_tau=2)
     with pytest.raises(ValueError, match="sum_then_normalize"):
         G2RLConfig(output_dir="x", report_to="none", use_cpu=True, multi_objective_aggregation="normalize_then_sum")

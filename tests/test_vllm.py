@@ -20,8 +20,8 @@ from conftest import SMALL  # noqa: E402
 from test_features import autograd_phi  # noqa: E402
 from trainers import shaping  # noqa: E402
 from workbench.config import build_config  # noqa: E402
-from workbench.launch import start_tracker  # noqa: E402
-from workbench.train import train  # noqa: E402
+from workbench.run.launch import start_tracker  # noqa: E402
+from workbench.run.train import train  # noqa: E402
 from workbench.tracking import closing_run  # noqa: E402
 
 STEPS = 3

@@ -52,7 +52,7 @@ def main(out: str) -> None:
         output_dir=out, max_steps=STEPS, per_device_train_batch_size=PROMPTS * GENERATIONS // world,
         num_generations=GENERATIONS, max_completion_length=8, learning_rate=1e-3, reward_weights=WEIGHTS,
         report_to=["mlflow"], logging_steps=1, save_strategy="no", use_cpu=True, seed=0,
-        g2rl_lambda=1.0, dump_every=1,
+        g2rl_lam=1.0, features_dump_every=1,
     )
     trainer = G2RLTrainer(model=model, reward_funcs=[has_seven, short], args=args, train_dataset=dataset,
                           processing_class=tok)

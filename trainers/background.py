@@ -107,7 +107,7 @@ class BackgroundRecorder:
     Args:
         recorder: an object with ``record(StepRecord)`` and optionally ``flush()``. Its ``record`` runs
             on the worker thread, a step or so after the step it records, so it must write every value
-            with ``record.step`` (the workbench's :class:`~workbench.recording.StepRecorder` does).
+            with ``record.step`` (the :class:`~trainers.recorder.StepRecorder` of a tracker does).
         embed: ``texts -> (N, e)`` unit rows, called on the worker for a record without embeddings;
             None: records go as they come.
         due: ``step -> bool``, whether the record of a generation batch first trained at that step is embedded (None: every step); the others

@@ -1,7 +1,7 @@
 """G2RL for any TRL script: :class:`G2RLConfig` and :class:`G2RLTrainer`, in TRL's style.
 
 >>> from trainers import G2RLConfig, G2RLTrainer
->>> args = G2RLConfig(output_dir="out", g2rl_lambda=1.0, num_generations=8)
+>>> args = G2RLConfig(output_dir="out", g2rl_lam=1.0, num_generations=8)
 >>> trainer = G2RLTrainer(model=model, reward_funcs=[my_reward], args=args, train_dataset=dataset)
 
 The trainer takes exactly ``GRPOTrainer``'s arguments (any model, reward
@@ -9,50 +9,32 @@ functions or reward models, plain or conversational datasets, ``peft_config``,
 callbacks). G2RL's base reward r (DESIGN 3.4) is the weighted sum of the reward
 functions mapped to +1 when above ``correct_threshold`` (default 0.5) and -1
 otherwise [paper: r in {-1, +1}]; ``g2rl_base_reward="raw"`` uses the weighted sum
-itself as r in eqs. 10 and 12-13 [ours]. The method is :class:`trainers.g2rl.G2RL`,
+itself as r in eqs. 10 and 12-13 [ours]. The method is :class:`trainers.methods.g2rl.G2RL`,
 the one ``workbench run --method g2rl`` trains; see ``docs/g2rl_trainer.md``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
 from trl import GRPOConfig
 
-from trainers.g2rl import G2RL, G2RLOptions
 from trainers.geometry import GeometryArgs
+from trainers.methods.g2rl import G2RL, G2RLOptions
 from trainers.trainer import MethodTrainer
+from trainers.trl_options import options_of, with_method_options
 
-_DEFAULTS = G2RLOptions()
+ROUTE_FIELD = "phi_route"
+"""G2RL's ``route`` option is :class:`~trainers.geometry.GeometryArgs`'s ``phi_route``: the geometry of every
+method reads Phi by the same route, so it is no ``g2rl_route`` field here."""
 
 
-@dataclass
 class G2RLConfig(GRPOConfig, GeometryArgs):
     r"""Configuration of :class:`G2RLTrainer`: every ``GRPOConfig`` parameter, the geometry options of
-    :class:`~trainers.geometry.GeometryArgs`, and these.
-
-    Parameters:
-        g2rl_lambda (`float`, defaults to `1.0`): strength lambda of the reward scaler, in [0, 2].
-        g2rl_scaler (`str`, defaults to `"paper_text"`): ``paper_text``, f = 1 + lambda nu_bar (the paper's
-            sections 2.4 and 6), or ``eq12``, f = 1 + lambda r nu_bar (eq. 12 as printed).
-        g2rl_clip (`float`, defaults to `3.0`): shaped rewards are clipped to [-clip, clip].
-        g2rl_uniform_groups (`str`, defaults to `"rank"`): groups whose base rewards are all equal; ``rank``
-            shapes them by nu_bar (the paper's reading), ``zero`` gives them GRPO's zero advantage.
-        g2rl_base_reward (`str`, defaults to `"sign"`): ``sign``, r = +1 above ``correct_threshold`` else -1
-            [paper]; ``raw``, r = the weighted reward [ours].
+    :class:`~trainers.geometry.GeometryArgs`, and G2RL's options (:class:`~trainers.methods.g2rl.G2RLOptions`)
+    as ``g2rl_<option>``: ``g2rl_lam``, ``g2rl_scaler``, ``g2rl_clip``, ``g2rl_uniform_groups``,
+    ``g2rl_base_reward``, with the same defaults and rules as ``workbench run``'s ``g2rl`` section.
     """
-
-    g2rl_lambda: float = field(default=_DEFAULTS.lam, metadata={
-        "help": "Strength lambda of the reward scaler, in [0, 2] (with eq12, at most 1)."})
-    g2rl_scaler: str = field(default=_DEFAULTS.scaler, metadata={
-        "help": "'paper_text': f = 1 + lambda nu_bar; 'eq12': f = 1 + lambda r nu_bar."})
-    g2rl_clip: float = field(default=_DEFAULTS.clip, metadata={"help": "Clip shaped rewards to [-clip, clip]."})
-    g2rl_uniform_groups: str = field(default=_DEFAULTS.uniform_groups, metadata={
-        "help": "Equal-reward groups: 'rank' shapes them by nu_bar, 'zero' gives them zero advantage."})
-    g2rl_base_reward: str = field(default=_DEFAULTS.base_reward, metadata={
-        "help": "'sign': r = +1 above correct_threshold else -1 (the paper's); 'raw': r = the weighted reward."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,19 +46,10 @@ class G2RLConfig(GRPOConfig, GeometryArgs):
 
     def g2rl_options(self) -> G2RLOptions:
         """These fields as the G2RL method's options; ValueError naming the bad field and the fix."""
-        fields = {"lam": "g2rl_lambda", "scaler": "g2rl_scaler", "clip": "g2rl_clip",
-                  "uniform_groups": "g2rl_uniform_groups", "base_reward": "g2rl_base_reward"}
-        try:
-            return G2RLOptions(route=self.phi_route, **{key: getattr(self, name) for key, name in fields.items()})
-        except ValidationError as err:
-            problems = []
-            for e in err.errors():
-                if not e["loc"]:  # a rule across fields
-                    problems.append(str(e.get("ctx", {}).get("error", e["msg"])))
-                    continue
-                name = fields.get(str(e["loc"][0]), "phi_route")
-                problems.append(f"{name}={e.get('input')!r}: {e['msg']}")
-            raise ValueError("invalid G2RLConfig: " + "; ".join(problems)) from None
+        return options_of(self, G2RL, exclude=("route",), route=getattr(self, ROUTE_FIELD))
+
+
+G2RLConfig = with_method_options(G2RLConfig, G2RL, exclude=("route",))
 
 
 class G2RLTrainer(MethodTrainer):

@@ -29,122 +29,59 @@ a :class:`GeometryArgs` (``G2RLConfig`` is), else from ``geometry=GeometryArgs(.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import field
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
 
-from analysis.records import SUMMARY_PATH, dump_path
-from analysis.summary import PairSummaries
 from trainers.accumulator import PhiAccumulator, extra_logits_processors
 from trainers.background import BackgroundRecorder
+from trainers.feature_options import FeatureOptions
 from trainers.features import pad_batch, phi_forward
 from trainers.method import Shaped, StepBatch
-from trainers.step_record import StepRecord, default_cadence, dump_due, dump_table, embedding_due, step_metrics
+from trainers.recorder import StepRecorder, TrainerLogSink
+from trainers.step_record import StepRecord, embedding_due
+from trainers.trl_options import options_from, with_options
 
 
-@dataclass
 class GeometryArgs:
-    """What :class:`GeometryMixin` computes and records. Every field has a default."""
+    """What :class:`GeometryMixin` computes and records. Every field has a default.
+
+    The feature options are :class:`~trainers.feature_options.FeatureOptions`, ``workbench run``'s
+    ``features`` section, as fields ``features_<field>`` (``features_geometry``, ``features_dump_every``,
+    ``features_semantic_every``, ``features_dtype``, ``features_project_dim``, ``features_encoder``,
+    ``features_tau``), with its defaults and rules; :meth:`feature_options` returns them validated.
+    """
 
     phi_route: Literal["sampling", "forward"] = field(default="sampling", metadata={
         "help": "Where Phi is computed: 'sampling' sums the sampling distributions while generate() runs (no "
                 "extra pass); 'forward' runs one no-grad forward pass after generation. vLLM always uses 'forward'."})
-    geometry_embeddings: bool = field(default=False, metadata={
-        "help": "Also embed each completion with sentence-transformers, for the semantic-cosine metrics."})
-    embedding_model: str | None = field(default=None, metadata={
-        "help": "sentence-transformers model id or path (None: the packaged all-MiniLM-L6-v2)."})
-    semantic_every: int | None = field(default=None, metadata={
-        "help": "Embed the completions (semantic geometry, the dumps' embedding column) at step 1, every N steps "
-                "and at every dump step; 1: every step; None: every tenth of max_steps. A method whose rewards "
-                "read the embeddings embeds every step (None then means 1)."})
-    geometry_tau: float = field(default=0.1, metadata={
-        "help": "Orthogonality threshold tau of the direction fractions, in [0, 1]."})
     correct_threshold: float = field(default=0.5, metadata={
         "help": "A completion whose (weighted) reward is above this counts as correct."})
-    log_geometry: bool = field(default=True, metadata={"help": "Log the geometry/* metrics every step."})
-    dump_every: int | None = field(default=None, metadata={
-        "help": "Write a feature dump at step 1 and every N steps (0: never; None: every tenth of max_steps)."})
-    dump_dtype: Literal["float32", "float16"] = field(default="float32", metadata={
-        "help": "Storage dtype of the dumped vectors."})
-    dump_project_dim: int | None = field(default=None, metadata={
-        "help": "Seeded random projection of Phi to this many dimensions before dumping (None: keep d)."})
+
+    def feature_options(self) -> FeatureOptions:
+        """The ``features_*`` fields as :class:`~trainers.feature_options.FeatureOptions`; ValueError naming
+        the bad field and the fix."""
+        return options_from(self, FeatureOptions, FEATURES_PREFIX)
 
     def check_geometry_args(self) -> None:
         """Raise ValueError naming a bad value and the fix."""
         if self.phi_route not in ("sampling", "forward"):
             raise ValueError(f"phi_route={self.phi_route!r}: use 'sampling' or 'forward'")
-        if not 0 <= self.geometry_tau <= 1:
-            raise ValueError(f"geometry_tau={self.geometry_tau!r}: a cosine threshold, use a value in [0, 1]")
-        if self.dump_every is not None and self.dump_every < 0:
-            raise ValueError(f"dump_every={self.dump_every!r}: use N >= 1, 0 for no dumps, or None")
-        if self.semantic_every is not None and self.semantic_every < 1:
-            raise ValueError(f"semantic_every={self.semantic_every!r}: use N >= 1 (1: every step), or None")
-        if self.dump_dtype not in ("float32", "float16"):
-            raise ValueError(f"dump_dtype={self.dump_dtype!r}: use 'float32' or 'float16'")
-        if self.dump_project_dim is not None and self.dump_project_dim < 2:
-            raise ValueError(f"dump_project_dim={self.dump_project_dim!r}: use None or a dimension >= 2")
+        self.feature_options()
 
 
-class TrainerLogRecorder:
-    """The default recorder: scalars through TRL's logging, dumps and summaries to MLflow or ``output_dir``."""
+FEATURES_PREFIX = "features"
+GeometryArgs = with_options(GeometryArgs, FeatureOptions, FEATURES_PREFIX)
 
-    def __init__(self, trainer: Any, options: GeometryArgs) -> None:
-        self.trainer = trainer
-        self.options = options
-        self.summaries = PairSummaries(earlier=self._read_summaries)
 
-    def record(self, record: StepRecord) -> None:
-        o = self.options
-        for key, value in step_metrics(record, geometry=o.log_geometry, tau=o.geometry_tau).items():
-            self.trainer._metrics["train"][key].append(value)
-        if o.log_geometry:
-            b = record.batch
-            self.summaries.add(record.step, b.features, b.embeddings, b.groups, b.correct)
-        if dump_due(record.step, self.trainer.dump_every, record.span):
-            table = dump_table(record, dtype=o.dump_dtype, project_dim=o.dump_project_dim, seed=self.trainer.args.seed)
-            self._write(table, dump_path(record.step))
-
-    def flush(self) -> None:
-        """Write the pair summaries of every step so far, replacing the artifact (nothing before the first)."""
-        if (table := self.summaries.table()) is not None:
-            self._write(table, SUMMARY_PATH)
-
-    def _write(self, table, artifact_file: str) -> None:
-        run = _mlflow_run(self.trainer.args)
-        if run is None:
-            path = Path(self.trainer.args.output_dir) / artifact_file
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path)
-            return
-        import mlflow
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(artifact_file).name
-            pq.write_table(table, local)
-            mlflow.log_artifact(str(local), artifact_path=str(Path(artifact_file).parent), run_id=run.info.run_id)
-
-    def _read_summaries(self):
-        """The summaries an earlier process of this run wrote (a resume), or None."""
-        run = _mlflow_run(self.trainer.args)
-        try:
-            if run is None:
-                path = Path(self.trainer.args.output_dir) / SUMMARY_PATH
-                return pq.read_table(path) if path.exists() else None
-            import mlflow
-
-            with tempfile.TemporaryDirectory() as tmp:
-                return pq.read_table(mlflow.artifacts.download_artifacts(
-                    run_id=run.info.run_id, artifact_path=SUMMARY_PATH, dst_path=tmp))
-        except Exception:  # noqa: BLE001 - none written yet, or unreadable: start afresh
-            return None
+def feature_fields(options: FeatureOptions) -> dict[str, Any]:
+    """``options`` as :class:`GeometryArgs` keyword arguments: ``{"features_tau": 0.1, ...}``."""
+    return {f"{FEATURES_PREFIX}_{name}": value for name, value in options.model_dump().items()}
 
 
 class RecorderFlush(TrainerCallback):
@@ -160,14 +97,6 @@ class RecorderFlush(TrainerCallback):
     on_train_end = on_save
 
 
-def _mlflow_run(args: Any):
-    """The active MLflow run when MLflow is among ``report_to``, else None."""
-    report_to = args.report_to if isinstance(args.report_to, list) else [args.report_to]
-    if "mlflow" not in report_to and "all" not in report_to:
-        return None
-    import mlflow
-
-    return mlflow.active_run()
 
 
 class GeometryMixin:
@@ -192,15 +121,16 @@ class GeometryMixin:
         options = geometry or (self.args if isinstance(self.args, GeometryArgs) else GeometryArgs())
         options.check_geometry_args()
         self.geometry_options = options
-        tenth = default_cadence(self.args.max_steps)
-        self.dump_every = tenth if options.dump_every is None else options.dump_every
-        self.semantic_every = options.semantic_every  # None: resolved once the method is known (semantic_cadence)
-        if embedder is None and options.geometry_embeddings:
+        self.features = features = options.feature_options()
+        self.dump_every = features.dump_cadence(self.args.max_steps)
+        self.semantic_every = features.semantic_every  # None: resolved once the method is known (semantic_cadence)
+        if embedder is None and features.geometry:
             from trainers.embeddings import TextEmbedder
 
-            embedder = TextEmbedder(options.embedding_model)
+            embedder = TextEmbedder(features.encoder)
         self.embedder = embedder
-        recorder = recorder if recorder is not None else TrainerLogRecorder(self, options)
+        if recorder is None:  # TRL's own logging, and the artifacts to MLflow or output_dir
+            recorder = StepRecorder(TrainerLogSink(self), features, seed=self.args.seed, dump_every=self.dump_every)
         if getattr(recorder, "background", False):
             recorder = BackgroundRecorder(recorder, embed=None if embedder is None else embedder.encode,
                                           due=self.embedding_due)
@@ -218,7 +148,7 @@ class GeometryMixin:
 
     @property
     def wants_phi(self) -> bool:
-        return self.geometry_options.log_geometry or self.dump_every > 0
+        return self.features.geometry or self.dump_every > 0
 
     def shape_batch(self, batch: StepBatch) -> Shaped:
         """The rewards TRL standardises; here TRL's own reward, unchanged."""
@@ -249,9 +179,7 @@ class GeometryMixin:
     @property
     def semantic_cadence(self) -> int:
         """Steps between embeddings: ``semantic_every``; None: 1 when the rewards read them, else a tenth of the run."""
-        if self.semantic_every is not None:
-            return self.semantic_every
-        return 1 if self.rewards_need_embeddings else default_cadence(self.args.max_steps)
+        return self.features.semantic_cadence(self.args.max_steps, self.rewards_need_embeddings)
 
     def embedding_due(self, step: int) -> bool:
         """Whether the texts of step ``step`` are embedded (:func:`~trainers.step_record.embedding_due`)."""

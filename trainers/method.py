@@ -7,10 +7,12 @@ entropy bonus sets TRL's ``entropy_coef``). The one TRL subclass
 processes into one :class:`StepBatch`, calls :meth:`Method.shape` and hands the
 shaped rewards back to TRL, which computes the advantages.
 
-A method's options live beside it: a :class:`MethodOptions` subclass named by
-``Method.Options`` and the config section ``Method.section`` (``g2rl`` for
-G2RL). ``workbench run`` validates that section (YAML, ``--set g2rl.lam=0.5``)
-and hands the method only its own section, also for a plug-in method.
+A method declares its name once, as ``Method.name``: its registration
+(:func:`register_method`), its config section and its plug-in entry point follow
+from it. Its options live beside it: a :class:`MethodOptions` subclass named by
+``Method.Options``, the config section ``name`` (``g2rl`` for G2RL), which
+``workbench run`` validates (YAML, ``--set g2rl.lam=0.5``); the method is handed
+only its own section, also a plug-in method.
 
 This module imports no torch, so naming a method costs nothing at start-up.
 """
@@ -67,17 +69,30 @@ class Method:
     """Base class of methods: GRPO's binary reward, unchanged.
 
     Subclass it in your own module and run ``workbench run --method mod:Class``.
-    To give it options, set ``Options`` to a :class:`MethodOptions` subclass and
-    ``section`` to its config section name; ``self.options`` is then that
-    section, validated.
+    Name it with ``name`` (default: the class name in lower case), a Python
+    identifier. To give it options, set ``Options`` to a :class:`MethodOptions`
+    subclass: they become the config section ``name`` (``section``, derived, never
+    set), and ``self.options`` is that section, validated.
     """
 
     name: ClassVar[str] = "grpo"
-    section: ClassVar[str | None] = None  # config section of the options, e.g. "g2rl"
+    section: ClassVar[str | None] = None  # derived: ``name`` when the method has Options, else None
     Options: ClassVar[type[MethodOptions] | None] = None  # its fields
     needs_features: ClassVar[bool] = False  # shape() reads batch.features
     needs_embeddings: ClassVar[bool] = False  # shape() reads batch.embeddings
     score_columns: ClassVar[tuple[str, ...]] = ()  # keys of Shaped.scores, dumped as columns
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "section" in cls.__dict__:
+            raise TypeError(f"{cls.__qualname__} sets `section = {cls.__dict__['section']!r}`; a method's config "
+                            f"section is its name: set `name = {cls.__dict__['section']!r}` instead")
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
+        if not (isinstance(cls.name, str) and cls.name.isidentifier()):
+            raise TypeError(f"{cls.__qualname__}.name = {cls.name!r} is not a Python identifier; it names the "
+                            "method's config section, so use letters, digits and underscores, e.g. 'my_method'")
+        cls.section = cls.name if cls.Options is not None else None
 
     def __init__(self, options: MethodOptions | None = None) -> None:
         if self.Options is not None:
@@ -96,4 +111,11 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-"""The built-in methods by name; each module registers its class with ``@METHODS.register``."""
+"""The built-in methods by name; each module of :mod:`trainers.methods` registers its class with
+:func:`register_method`."""
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: register a method under its ``name``."""
+    METHODS.add(cls.name, cls)
+    return cls

@@ -7,7 +7,7 @@ the trainer calls at each checkpoint and at the end of training (the recorders w
 gives the per-step ``train/``, ``geometry/``, method and ``perf/`` scalars,
 :func:`dump_table` the feature dump as an Arrow table. Both recorders (TRL's
 logging in :mod:`trainers.geometry`, the workbench's MLflow tracker in
-:mod:`workbench.recording`) and probes call these two, so they write one schema.
+:mod:`workbench.run.recording`) and probes call these two, so they write one schema.
 Geometry comes from :func:`analysis.geometry.geometry_metrics`, the function the
 app and the notebooks call.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.geometry import geometry_metrics
-from analysis.records import COMPLETION_COLUMNS, SCORE_COLUMNS, dump_schema
+from analysis.records import COMPLETION_COLUMNS, PERF, SCORE_COLUMNS, TRAIN, dump_schema, is_declared_metric, metric_key
 from trainers.method import Shaped, StepBatch
 from trainers.shaping import group_outcomes, zero_variance_groups
 
@@ -50,38 +50,36 @@ class Recorder(Protocol):
 
 
 def step_metrics(record: StepRecord, *, geometry: bool = True, tau: float = 0.1) -> dict[str, float]:
-    """The step's scalars (DESIGN 6); ``geometry/*`` only with ``geometry`` and Phi at hand."""
+    """The step's scalars (DESIGN 6); ``geometry/*`` only with ``geometry`` and Phi at hand.
+
+    Every key is built by :mod:`analysis.records` (:func:`~analysis.records.metric_key`, and
+    :func:`~analysis.records.geometry_key` inside ``geometry_metrics``), and a method's own metrics are
+    checked by :func:`~analysis.records.is_declared_metric`, so an undeclared name fails at the first step.
+    """
     batch, shaped = record.batch, record.shaped
-    out = {
-        "train/reward": float(batch.correct.mean()),
-        "train/base_reward": float(shaped.base_reward.mean()),
-        "train/shaped_reward": float(shaped.shaped_reward.mean()),
-        "train/advantage_abs": float(np.abs(record.advantages).mean()),
-        "train/zero_variance_groups": zero_variance_groups(shaped.shaped_reward, batch.groups),
-        "train/zero_variance_groups_base": zero_variance_groups(shaped.base_reward, batch.groups),
-        **{f"train/{name}": share for name, share in group_outcomes(batch.correct, batch.groups).items()},
-        "train/no_answer_frac": float(1 - batch.has_answer.mean()),
-        "train/answer_timeouts": float(sum(record.timed_out)),
-        "train/completion_tokens": float(np.mean(record.num_tokens)),
+    train = {
+        "reward": float(batch.correct.mean()),
+        "base_reward": float(shaped.base_reward.mean()),
+        "shaped_reward": float(shaped.shaped_reward.mean()),
+        "advantage_abs": float(np.abs(record.advantages).mean()),
+        "zero_variance_groups": zero_variance_groups(shaped.shaped_reward, batch.groups),
+        "zero_variance_groups_base": zero_variance_groups(shaped.base_reward, batch.groups),
+        **group_outcomes(batch.correct, batch.groups),
+        "no_answer_frac": float(1 - batch.has_answer.mean()),
+        "answer_timeouts": float(sum(record.timed_out)),
+        "completion_tokens": float(np.mean(record.num_tokens)),
     }
+    out = {metric_key(TRAIN, name): value for name, value in train.items()}
     if geometry and batch.features is not None:
         out |= geometry_metrics(batch.features, batch.embeddings, batch.groups, batch.correct, tau=tau)
-    return out | shaped.metrics | {"perf/feature_s": record.feature_s, "perf/embed_s": record.embed_s}
+    for key in shaped.metrics:
+        if not is_declared_metric(key, method_sections=(key.partition("/")[0],)):
+            raise ValueError(f"method metric {key!r} is not a record name: use '<method section>/<name>', outside "
+                             "the families analysis.records declares (train/, perf/, probe/, geometry/, eval/)")
+    perf = {metric_key(PERF, "feature_s"): record.feature_s, metric_key(PERF, "embed_s"): record.embed_s}
+    return out | shaped.metrics | perf
 
 
-RECORD_POINTS = 10
-"""Feature dumps and the text embeddings of the semantic geometry default to every tenth of the run.
-
-MiniLM costs about as much CPU per completion as training the tiny policy on it (``make bench``), so
-the semantic metrics (``geometry/sem_*``, the summaries' semantic columns, the dumps' ``embedding``)
-are sampled, as the dumps are: at step 1 and every ``steps // 10`` steps. Phi and the gradient geometry
-stay every step. A method whose rewards read the embeddings (EVOL-RL) embeds every step, and its
-semantic geometry is every step too."""
-
-
-def default_cadence(steps: int) -> int:
-    """Every tenth of a run of ``steps`` optimizer steps (:data:`RECORD_POINTS`), at least every step."""
-    return max(1, int(steps) // RECORD_POINTS)
 
 
 def dump_due(step: int, every: int, span: int = 1) -> bool:

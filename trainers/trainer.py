@@ -77,11 +77,11 @@ class MethodTrainer(GeometryMixin, GRPOTrainer):
         self.score_columns = tuple(method.score_columns)
         if method.needs_embeddings and self.semantic_every not in (None, 1):
             raise ValueError(f"method {method.name!r} reads text embeddings in its rewards, so it embeds every step: "
-                             f"semantic_every={self.semantic_every} would sample what it computes anyway; use 1")
+                             f"features_semantic_every={self.semantic_every} would sample what it computes anyway; use 1")
         if method.needs_embeddings and self.embedder is None:
             from trainers.embeddings import TextEmbedder
 
-            self.embedder = TextEmbedder(self.geometry_options.embedding_model)
+            self.embedder = TextEmbedder(self.features.encoder)
         if type(method).shape is not Method.shape:  # the method changes rewards: add the shaping column
             self.reward_funcs.append(_shaping_column)
             self.reward_func_names.append(_shaping_column.__name__)

@@ -9,16 +9,16 @@ from typing import Any
 
 from analysis.records import DEFAULT_EXPERIMENT
 from workbench.config import ConfigError, WorkbenchConfig, build_config, load_yaml
-from workbench.eval_cmd import add_eval_parser
+from workbench.experiments.eval_cmd import add_eval_parser
 from workbench.help_text import method_help, preset_help, task_help
-from workbench.probe import add_probe_parser
-from workbench.report import add_report_parser
-from workbench.study import add_study_parser
-from workbench.sweep import add_sweep_parser
-from workbench.sync import add_sync_parser
+from workbench.experiments.probe import add_probe_parser
+from workbench.experiments.report import add_report_parser
+from workbench.experiments.study import add_study_parser
+from workbench.experiments.sweep import add_sweep_parser
+from workbench.tracking.sync import add_sync_parser
 from trainers.registry import UnknownNameError
 from workbench.signals import sigterm_as_interrupt
-from workbench.spool import SpoolError
+from workbench.tracking.spool import SpoolError
 from workbench.tracking import TrackingError, closing_run, tracking_uri
 
 USER_ERRORS = (ConfigError, UnknownNameError, TrackingError, SpoolError, FileNotFoundError)
@@ -63,8 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     Under ``torchrun`` / ``accelerate launch`` every rank runs this and checks
     the same input the same way; only rank 0 records (see ``launch_tracker``).
     """
-    from workbench.launch import launch_tracker, process_rank, shared_resume_point
-    from workbench.train import load_inputs, train
+    from workbench.run.launch import launch_tracker, process_rank, shared_resume_point
+    from workbench.run.train import load_inputs, train
 
     point = None
     if args.resume:
@@ -100,8 +100,8 @@ def _print_where(cfg: WorkbenchConfig, run_id: str | None, left_in_spool: int = 
 
 
 def _headline(run_id: str, uri: str) -> list[str]:
-    """The run's held-out start -> end (workbench.headline); nothing if the store cannot answer now."""
-    from workbench.headline import run_headline
+    """The run's held-out start -> end (workbench.run.headline); nothing if the store cannot answer now."""
+    from workbench.run.headline import run_headline
 
     try:
         return run_headline(run_id, uri)

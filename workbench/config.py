@@ -14,58 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from analysis.records import DEFAULT_EXPERIMENT, DEFAULT_OUTPUT_DIR
+from trainers.feature_options import FeatureOptions as FeaturesConfig
+from workbench.sections import ModelConfig, Section, TaskConfig
 from workbench.tracking import FINISH_WAIT_S
 
 
 class ConfigError(ValueError):
     """A config value is invalid; the message names the field and the fix."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Section):
-    preset: str = Field("tiny", description="Model preset (tiny, tiny-arithmetic, smollm2-135m, qwen3-1.7b-base, qwen3-4b-base) or 'path'.")
-    name_or_path: str | None = Field(None, description="A Hugging Face id or local folder; required when preset is 'path'.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype for training.")
-    cache_dir: str | None = Field(None, description="Where built/converted models are cached (default ~/.cache/g2rl-workbench).")
-    warmstart_steps: int = Field(10000, ge=0, description="Supervised warm-start steps of the tiny presets (the "
-                                 "default's warm starts are committed; other settings build theirs once, ~0.2 s a step).")
-    warmstarts: int = Field(2, ge=1, description="Distinct warm starts of the tiny presets: run seed s starts from "
-                            "warm start s mod warmstarts (each its own supervised run), so a seed pairs every arm "
-                            "of a study on one warm start and its seeds span several.")
-
-
-class TaskConfig(_Section):
-    name: str = Field("countdown", description="Training task (countdown, arithmetic, math, gsm8k, gpqa).")
-    path: str | None = Field(None, description="Training data file for file tasks (json, jsonl or parquet).")
-    test_path: str | None = Field(None, description="Held-out data file for file tasks.")
-    digits: int = Field(3, ge=1, le=12, description="Arithmetic: digits per operand.")
-    operations: list[str] = Field(default_factory=lambda: ["+"], description="Arithmetic: operations among + - *.")
-    num_train: int = Field(5000, ge=1, description="Synthetic tasks: training problems generated.")
-    num_test: int = Field(200, ge=1, description="Synthetic tasks: held-out problems generated.")
-    data_seed: int = Field(1234, description="Seed of the synthetic data (independent of the run seed).")
-    count: int = Field(4, ge=3, le=5, description="Countdown: numbers per problem.")
-    max_number: int = Field(10, ge=2, description="Countdown: numbers are drawn from 1..max_number.")
-    min_target: int = Field(10, ge=0, description="Countdown: smallest target.")
-    max_target: int = Field(50, ge=1, description="Countdown: largest target.")
-    min_steps: int = Field(2, ge=1, le=4, description="Countdown: every problem needs at least this many steps "
-                           "(no solution is shorter); 1 admits one-step problems.")
-    max_problems: int | None = Field(None, ge=1, description="Cap on problems read per split.")
-    answer_timeout_s: float = Field(5.0, gt=0, description="Time limit of one symbolic answer check.")
-    system_prompt: str | None = Field(None, description="Override the task's system prompt.")
-
-    @field_validator("operations")
-    @classmethod
-    def _known_ops(cls, ops: list[str]) -> list[str]:
-        bad = [op for op in ops if op not in {"+", "-", "*"}]
-        if bad or not ops:
-            raise ValueError(f"operations {ops!r} must be a non-empty subset of ['+', '-', '*']")
-        return ops
 
 
 CHECKPOINTS_PER_RUN = 10
@@ -74,7 +32,7 @@ KEEP_CHECKPOINTS = 2
 """Checkpoints a run keeps by default, the newest (``training.keep_checkpoints``)."""
 
 
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     steps: int = Field(100, ge=1, description="Optimizer steps.")
     learning_rate: float = Field(1e-4, gt=0, le=1.0, description="AdamW learning rate (paper: 5e-7 on Qwen3).")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per optimizer step (paper: 16).")
@@ -114,55 +72,7 @@ class TrainingConfig(_Section):
         return max(1, self.steps // CHECKPOINTS_PER_RUN) if self.save_steps is None else self.save_steps
 
 
-class FeaturesConfig(_Section):
-    """What a run records of its update geometry (DESIGN 6).
-
-    ``geometry`` computes Phi of every step's completions and logs the gradient ``geometry/*``
-    metrics every step, and the semantic ones (text embeddings) every ``semantic_every`` steps;
-    off, no method logs geometry (G2RL still computes Phi for its rewards), so runs of different
-    methods carry the same metrics. ``dump_every`` is the cadence of the feature dumps; dumps hold
-    Phi (computed for them) and the embeddings (computed at every dump step) where ``geometry`` is on.
-    """
-
-    geometry: bool = Field(True, description="Compute Phi every step and text embeddings every semantic_every "
-                           "steps, and log geometry/* (false: no method logs geometry).")
-    dump_every: int | None = Field(None, ge=0, description="Write a feature dump at step 1 and every N steps (0: no "
-                                   "dumps; None: every tenth of training.steps).")
-    semantic_every: int | None = Field(None, ge=1, description="Embed the completions' texts (geometry/sem_*, the "
-                                       "dumps' embedding column) at step 1, every N steps and at every dump step; "
-                                       "1: every step. None: every step for a method whose rewards read the "
-                                       "embeddings (evol_rl), else every tenth of training.steps.")
-    dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
-    project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
-    encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
-    tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
-
-    def dump_cadence(self, steps: int) -> int:
-        """``dump_every``, with None resolved to every tenth of a run of ``steps`` steps."""
-        from trainers.step_record import default_cadence
-
-        return default_cadence(steps) if self.dump_every is None else self.dump_every
-
-    def semantic_cadence(self, steps: int, rewards_embed: bool) -> int:
-        """``semantic_every``, with None resolved: 1 for a method whose rewards read the embeddings, else every
-        tenth of a run of ``steps`` steps."""
-        from trainers.step_record import default_cadence
-
-        if self.semantic_every is not None:
-            return self.semantic_every
-        return 1 if rewards_embed else default_cadence(steps)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _split_every(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "every" in data:
-            raise ValueError(f"features.every={data['every']!r} is no longer a setting: it was two. Use "
-                             "features.geometry=true|false (geometry metrics every step) and features.dump_every=N "
-                             "(a feature dump every N steps, 0: none)")
-        return data
-
-
-class EvalConfig(_Section):
+class EvalConfig(Section):
     every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
     n: int = Field(8, ge=1, description="Samples per problem (paper: 16).")
     temperature: float = Field(0.8, gt=0, description="Sampling temperature (paper: 0.8).")
@@ -179,7 +89,7 @@ class EvalConfig(_Section):
     final: bool = Field(True, description="Evaluate at the end of the run.")
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, description="MLflow experiment name.")
     run_name: str | None = Field(None, description="MLflow run name (default method-seed).")
     flush_s: float = Field(10.0, ge=0, description="Seconds between metric writes (0: at once); "
@@ -196,7 +106,7 @@ class TrackingConfig(_Section):
         return self.system_metrics_s if self.system_metrics else 0.0
 
 
-class WorkbenchConfig(_Section):
+class WorkbenchConfig(Section):
     """The sections every run has. :func:`config_class` adds one section per method's options
     (``entropy``, ``evol_rl``, ``g2rl``, a plug-in's own), each declared beside its method."""
 
@@ -242,8 +152,8 @@ def config_class(method: str) -> type[WorkbenchConfig]:
         if cls.section is None:
             continue
         if cls.section in WorkbenchConfig.model_fields or sections.get(cls.section, cls.Options) is not cls.Options:
-            raise ConfigError(f"method {method!r} declares options section {cls.section!r}, which is taken; "
-                              "rename its section (the class attribute `section`)")
+            raise ConfigError(f"method {method!r} is named {cls.name!r}, and its options section of that name is "
+                              "taken; rename the method (the class attribute `name`)")
         sections[cls.section] = cls.Options
     return _with_sections(tuple(sections.items()))
 

@@ -19,8 +19,8 @@ def listing(names: Iterable[str], default: str | None = None) -> str:
 
 def method_names() -> list[str]:
     """The registered methods: the built-ins and any registered before the call."""
+    import trainers.methods  # noqa: F401  the built-ins register as it is imported
     from trainers.method import METHODS
-    from trainers.methods import BUILTINS  # noqa: F401  imported for the built-ins' registration
 
     return METHODS.names()
 

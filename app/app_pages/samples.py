@@ -37,14 +37,14 @@ st.subheader("Completions")
 chosen = st.multiselect("Groups", groups["group"].tolist(), default=groups["group"].tolist(),
                         key=f"samples_groups::{run_id}::{step}")
 table = compare.samples_table(dump[dump["group"].isin(chosen)])
+scores = compare.score_columns(table)  # the built-ins' and a plug-in method's own
 st.dataframe(table, width="stretch", hide_index=True, height=520, column_config={
     "correct": st.column_config.CheckboxColumn("correct"),
     **{c: st.column_config.NumberColumn(c, format="%.3f") for c in
-       ("base_reward", "shaped_reward", "advantage", "nu", "nu_bar", "novelty")},
+       ("base_reward", "shaped_reward", "advantage", *scores)},
     "completion": st.column_config.TextColumn("completion", width="large"),
     "prompt": st.column_config.TextColumn("prompt", width="medium"),
 })
-scores = [c for c in records.SCORE_COLUMNS if c in table.columns]
 st.caption("Method score: " + (", ".join(f"`{c}`" for c in scores) if scores else
                                "none (this method has no per-completion score)")
            + ". G2RL: ν (nu) and its min-max normalisation within the group ν̄ (nu_bar); EVOL-RL: novelty.")

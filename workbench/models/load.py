@@ -5,7 +5,7 @@ checkpoint folder, a Hugging Face id) into a :class:`ModelRef`: the folder or
 hub id and the config whose defaults go with it (the preset's, or those of
 preset ``path``). :func:`load_model` loads the weights and the tokenizer of a
 folder or hub id for sampling, on the GPU when there is one. Training loads its
-policy through TRL instead (:mod:`workbench.train`).
+policy through TRL instead (:mod:`workbench.run.train`).
 """
 
 from __future__ import annotations

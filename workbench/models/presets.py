@@ -13,34 +13,34 @@ from typing import TYPE_CHECKING, Any
 from trainers.registry import Registry
 
 if TYPE_CHECKING:
-    from workbench.config import WorkbenchConfig
+    from workbench.sections import ModelRequest
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     description: str
-    load: Callable[[WorkbenchConfig], str]  # returns a folder or hub id with model + tokenizer
+    load: Callable[[ModelRequest], str]  # returns a folder or hub id with model + tokenizer
     defaults: dict[str, Any] = field(default_factory=dict)  # config layer under the user's
 
 
 PRESETS: Registry[Preset] = Registry("preset")
 
 
-def _tiny(cfg: WorkbenchConfig) -> str:
+def _tiny(cfg: ModelRequest) -> str:
     from workbench.models.tiny import tiny_model_dir
 
     return str(tiny_model_dir(cfg))
 
 
-def _hub(model_id: str) -> Callable[[WorkbenchConfig], str]:
-    def load(cfg: WorkbenchConfig) -> str:
+def _hub(model_id: str) -> Callable[[ModelRequest], str]:
+    def load(cfg: ModelRequest) -> str:
         return cfg.model.name_or_path or model_id
 
     return load
 
 
-def _smollm2(cfg: WorkbenchConfig) -> str:
+def _smollm2(cfg: ModelRequest) -> str:
     from workbench.models.gguf import smollm2_dir
 
     return str(smollm2_dir(cfg))

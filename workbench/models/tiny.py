@@ -34,7 +34,7 @@ from workbench.models.tokenizer import char_tokenizer
 from workbench.progress import progress
 
 if TYPE_CHECKING:
-    from workbench.config import WorkbenchConfig
+    from workbench.sections import ModelRequest
 
 ARCH = {
     "hidden_size": 128,
@@ -61,7 +61,7 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def tiny_model_dir(cfg: WorkbenchConfig) -> Path:
+def tiny_model_dir(cfg: ModelRequest) -> Path:
     """Folder of the warm-started tiny model of this config (its task and warm start): the committed one
     when there is one for its key, else the cached one, built if missing."""
     name = f"tiny-{key_digest(cache_key(cfg))}"
@@ -70,12 +70,12 @@ def tiny_model_dir(cfg: WorkbenchConfig) -> Path:
     return built(cache_root(cfg) / name, lambda folder: build_tiny(cfg, folder))
 
 
-def warmstart_seed(cfg: WorkbenchConfig) -> int:
+def warmstart_seed(cfg: ModelRequest) -> int:
     """The warm start a run starts from: its seed modulo ``model.warmstarts``."""
     return cfg.seed % cfg.model.warmstarts
 
 
-def cache_key(cfg: WorkbenchConfig) -> dict:
+def cache_key(cfg: ModelRequest) -> dict:
     """Everything that determines the warm-started model (and nothing that does not)."""
     from workbench.models.warmstart import RECIPES
 
@@ -90,7 +90,7 @@ def cache_key(cfg: WorkbenchConfig) -> dict:
     }
 
 
-def build_tiny(cfg: WorkbenchConfig, folder: Path) -> None:
+def build_tiny(cfg: ModelRequest, folder: Path) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     from workbench.models.warmstart import RECIPES

@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from trainers import shaping
-from trainers.method import METHODS, Method, MethodOptions, Shaped, StepBatch
+from trainers.method import Method, MethodOptions, Shaped, StepBatch, register_method
 
 
 class G2RLOptions(MethodOptions):
@@ -60,9 +60,9 @@ class G2RLOptions(MethodOptions):
         return self
 
 
-@METHODS.register("g2rl")
+@register_method
 class G2RL(Method):
-    section = "g2rl"
+    name = "g2rl"
     Options = G2RLOptions
     needs_features = True
     score_columns = ("nu", "nu_bar")

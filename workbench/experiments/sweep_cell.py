@@ -1,10 +1,10 @@
 """One sweep cell trained by every process of a launch: ``accelerate launch -m workbench.cli sweep ... --cell K``.
 
-Rank 0 does what ``workbench sweep --cell K`` does in one process (:func:`workbench.sweep.run_cells`, from the parts in :mod:`workbench.cell`):
+Rank 0 does what ``workbench sweep --cell K`` does in one process (:func:`workbench.experiments.sweep.run_cells`, from the parts in :mod:`workbench.experiments.cell`):
 it finds the experiment's parent run, decides from the cell's earlier runs whether to skip the cell
 (FINISHED), leave it (RUNNING in a live process), resume its killed run from the last checkpoint or
 start a new run, and opens that run. It sends the decision, the run's id, its config and the
-checkpoint to the other ranks (:func:`workbench.launch.from_rank_zero`). Every rank then trains
+checkpoint to the other ranks (:func:`workbench.run.launch.from_rank_zero`). Every rank then trains
 the cell; rank 0 records it, the others hold a :class:`~workbench.tracking.NullTracker` with the
 run's id, so every rank writes its checkpoint files into the same run folder. Run again after a
 kill, the launch resumes the cell in the same run, as a one-process cell would.
@@ -21,9 +21,17 @@ import yaml
 
 from analysis.records import HASH_TAG, PARENT_TAG, SWEEP_KIND
 from workbench.config import WorkbenchConfig, to_yaml, validate
-from workbench.launch import from_rank_zero, process_rank, reopen_tracker, start_tracker
-from workbench.cell import CellResult, TrainFn, _decide, _default_train, _resume_point, check_cell, config_hash, \
-    previous_runs
+from workbench.run.launch import from_rank_zero, process_rank, reopen_tracker, start_tracker
+from workbench.experiments.cell import (
+    CellResult,
+    TrainFn,
+    _decide,
+    _default_train,
+    check_cell,
+    config_hash,
+    previous_runs,
+    resume_or_restart,
+)
 from workbench.tracking import NullTracker, Tracker, client, closing_run, experiment_id, parent_run
 
 
@@ -49,12 +57,7 @@ def run_cell_across(configs: Sequence[WorkbenchConfig], k: int, experiment: str,
             action, run_id = _decide(c, previous_runs(c, exp_id, cfg, digest, tags), rerun_running)
             if action in ("skip", "running"):
                 return {"action": action, "run_id": run_id}
-            point = None
-            if action == "resume":
-                point, why_not = _resume_point(run_id)
-                if point is None:
-                    console.print(f"[yellow]{label}: killed run {run_id} cannot resume ({why_not}); starting a new "
-                                  "run[/yellow]")
+            point = resume_or_restart(action, run_id, console.print, label)
             if point is not None:
                 opened.append(reopen_tracker(point))
                 return {"action": "resume", "run_id": point.run_id, "config": to_yaml(point.config),

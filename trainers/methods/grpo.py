@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from trainers.method import METHODS, Method
+from trainers.method import Method, register_method
 
 
-@METHODS.register("grpo")
+@register_method
 class GRPO(Method):
     """The baseline: the verifier's 0/1 reward, standardised by TRL within each group."""
+
+    name = "grpo"

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from trainers.method import METHODS, Method, MethodOptions
+from trainers.method import Method, MethodOptions, register_method
 
 
 class EntropyOptions(MethodOptions):
@@ -22,11 +22,11 @@ class EntropyOptions(MethodOptions):
     coef: float = Field(0.01, ge=0, le=1, description="Entropy bonus coefficient eta (loss - eta * H).")
 
 
-@METHODS.register("entropy")
+@register_method
 class EntropyBonus(Method):
     """GRPO's rewards; TRL adds ``-entropy.coef * H`` to the loss."""
 
-    section = "entropy"
+    name = "entropy"
     Options = EntropyOptions
 
     def trainer_args(self) -> dict[str, Any]:

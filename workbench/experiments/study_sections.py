@@ -1,4 +1,4 @@
-"""The Markdown sections of a study report (:mod:`workbench.study_report` assembles them).
+"""The Markdown sections of a study report (:mod:`workbench.experiments.study_report` assembles them).
 
 Each function takes the study and frames computed from the per-run values of
 :mod:`analysis.study_values` (or the probes' summary) and returns the lines
@@ -15,7 +15,7 @@ from analysis.paired import STATISTIC
 from analysis.records import DISTINCT_CORRECT
 from analysis.study_tables import FIRST, LAST, arm_table, level_table, levels_of, paired_display
 from analysis.study_values import ALL_LEVELS, VALUE_COLUMNS
-from workbench.study_spec import Study
+from workbench.experiments.study_spec import Study
 
 PROBE_COLUMNS = {"grad_cos_mean": "mean g", "neg_frac": "neg share", "sem_cos_mean": "semantic cos"}
 VALUES_CSV = "per_run.csv"

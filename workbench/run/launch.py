@@ -163,7 +163,7 @@ def last_checkpoint(folder: Path) -> tuple[Path | None, int]:
 
 def find_resume_point(run_id: str) -> ResumePoint:
     """Read what resuming ``run_id`` needs: its config, status and last checkpoint, after writing what the
-    stopped process left in the run's spool (:func:`workbench.sync.sync_run`; it may hold the last steps,
+    stopped process left in the run's spool (:func:`workbench.tracking.sync.sync_run`; it may hold the last steps,
     ``config.yaml`` and the status).
 
     Refuses a FINISHED run, a run still RUNNING in a live process on this host
@@ -171,7 +171,7 @@ def find_resume_point(run_id: str) -> ResumePoint:
     vouching that it stopped), a run without ``config.yaml`` and a run that saved no checkpoints.
     """
     check_run_id(run_id)  # before any store is opened
-    from workbench.sync import has_spool, run_folder_of, sync_run
+    from workbench.tracking.sync import has_spool, run_folder_of, sync_run
 
     c = client()
     run = get_run(c, run_id)

@@ -32,7 +32,7 @@ def evaluation_steps(cfg: WorkbenchConfig) -> list[int]:
 def benchmark_samples(cfg: WorkbenchConfig) -> dict[str, int]:
     """The benchmarks a run of ``cfg`` evaluates, as recorded (``task`` is ``<task>_test``), with their samples
     per problem (``eval.n``, or its ``eval.n_per_benchmark`` entry)."""
-    from workbench.evaluation import TASK_BENCHMARK
+    from workbench.run.evaluation import TASK_BENCHMARK
 
     names = [f"{cfg.task.name}_test" if b == TASK_BENCHMARK else b for b in cfg.eval.benchmarks]
     return {name: cfg.eval.n_per_benchmark.get(name, cfg.eval.n) for name in names}

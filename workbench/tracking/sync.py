@@ -1,9 +1,9 @@
 """``workbench sync``: write what a run left in its spool into the same MLflow run, each record once.
 
-A run's tracker spools every record before the store gets it (:mod:`workbench.spool`); a process
+A run's tracker spools every record before the store gets it (:mod:`workbench.tracking.spool`); a process
 that ended while the store did not answer (or was killed) leaves the rest in
 ``<run folder>/spool/``. :func:`sync_run` writes those records in the order logged, the run's
-status last, with :func:`workbench.replay.deliver`: each window of records is journaled before
+status last, with :func:`workbench.tracking.replay.deliver`: each window of records is journaled before
 and after, and a record whose write was started but not acknowledged is checked against the store
 before it is written again. A sync killed halfway therefore loses nothing and doubles nothing: the
 next one goes on where it stopped. A session still locked by a live process is left alone.
@@ -47,7 +47,7 @@ def run_folder_of(run_id: str, tags: dict[str, str], output_dir: str | Path = DE
 
 
 def has_spool(run_folder: Path) -> bool:
-    from workbench.spool import sessions, spool_folder
+    from workbench.tracking.spool import sessions, spool_folder
 
     return bool(sessions(spool_folder(run_folder)))
 
@@ -58,8 +58,8 @@ def sync_run(mlflow_client, run_id: str, run_folder: Path, *, show: bool = True)
     Raises TrackingError where a session was spooled for another run or store, and where the store stops
     answering (what is written stays written; the next sync goes on from there).
     """
-    from workbench.replay import Outage, deliver, windows
-    from workbench.spool import Session, SpoolBusy, sessions, spool_folder
+    from workbench.tracking.replay import Outage, deliver, windows
+    from workbench.tracking.spool import Session, SpoolBusy, sessions, spool_folder
     from workbench.tracking import TrackingError
 
     report = SyncReport(run_id)

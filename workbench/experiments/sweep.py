@@ -10,10 +10,10 @@ Cells are numbered from 0 in method-major order. A cell is identified by its tag
 
 - skips a cell whose run FINISHED,
 - resumes a cell whose run was KILLED, or is still marked RUNNING although its
-  process on this host is gone (:func:`workbench.launch.run_process` says DEAD;
+  process on this host is gone (:func:`workbench.run.launch.run_process` says DEAD;
   that run is then marked KILLED): the same run continues from its last
   checkpoint, by the machinery of ``workbench run --resume``
-  (:func:`workbench.launch.find_resume_point`), or from step 0 if it
+  (:func:`workbench.run.launch.find_resume_point`), or from step 0 if it
   saved none yet; a killed run that cannot resume (no ``config.yaml``, or
   ``training.save_steps=0``) is rerun as a new run,
 - reruns (as a new run) a cell whose run FAILED,
@@ -36,13 +36,13 @@ or another cell of it, finds that parent by its tag instead of making a second
 one; :func:`analysis.loaders.runs_table` leaves it out, as it is no cell.
 
 Under ``torchrun`` / ``accelerate launch``, ``--cell K`` trains that one cell across the launch's
-processes, rank 0 recording it (:mod:`workbench.sweep_cell`); a whole sweep there is refused.
+processes, rank 0 recording it (:mod:`workbench.experiments.sweep_cell`); a whole sweep there is refused.
 
 Cells run in-process rather than in a subprocess each: torch, TRL and the
 cached model load once (several seconds a cell on CPU), and the tracker
 lifecycle stays in one place. A failing cell is recorded as FAILED and the
 sweep goes on with the next; a crash of the whole process is what resumability
-is for. ``train_fn`` is the training function (``workbench.train.train`` by
+is for. ``train_fn`` is the training function (``workbench.run.train.train`` by
 default); tests inject a cheap one.
 """
 
@@ -56,16 +56,16 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from workbench.cell import (
+from workbench.experiments.cell import (
     CELL_KEYS,
     CellResult,
     TrainFn,
     _decide,
     _default_train,
-    _resume_point,
     check_cell,
     config_hash,
     previous_runs,
+    resume_or_restart,
     run_one,
 )
 from workbench.config import ConfigError, WorkbenchConfig, build_config
@@ -165,12 +165,7 @@ def run_cells(configs: Sequence[WorkbenchConfig], experiment: str, *, train_fn: 
                               "process or on another host; left alone (--rerun-running to rerun it)[/yellow]")
                 results.append(CellResult(cfg.method, cfg.seed, "running", run_id, digest))
                 continue
-            point = None
-            if action == "resume":
-                point, why_not = _resume_point(run_id)
-                if point is None:
-                    console.print(f"[yellow][{index}/{total}] {label}: killed run {run_id} cannot resume ({why_not}); "
-                                  "starting a new run[/yellow]")
+            point = resume_or_restart(action, run_id, console.print, f"[{index}/{total}] {label}")
             where = f", resuming run {point.run_id} from step {point.step}" if point else ""
             console.rule(f"[bold]{label}{where}[/bold]  {_eta(total - index + 1, ran_seconds)}")
             t0 = time.perf_counter()
@@ -325,7 +320,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"--probe-data-dir {args.probe_data_dir} is where the --probe benchmark's file is; "
                           "add --probe BENCH, or drop it")
     if args.probe:
-        from workbench.probe import load_problems, ProbeSource
+        from workbench.experiments.probe import load_problems, ProbeSource
 
         check = ProbeSource("", 0, configs[0], "", configs[0].model.preset)
         load_problems(check, args.probe, args.probe_data_dir, 1)  # a bad benchmark or file fails before training
@@ -344,7 +339,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       f"in experiment {experiment!r} at {tracking_uri()}")
     with sigterm_as_interrupt():  # a scheduler's stop marks the cell's run KILLED, resumable
         if world > 1:
-            from workbench.sweep_cell import run_cell_across
+            from workbench.experiments.sweep_cell import run_cell_across
 
             results = run_cell_across(configs, args.cell, experiment, console=console,
                                       rerun_running=args.rerun_running)
@@ -357,7 +352,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.status == "failed"]
     probes_failed = []
     if args.probe:
-        from workbench.probe import probe_runs
+        from workbench.experiments.probe import probe_runs
 
         done = [r.run_id for r in results if r.status in ("finished", "resumed", "skipped") and r.run_id]
         probed = probe_runs(done, args.probe, data_dir=args.probe_data_dir, console=console)

@@ -1,6 +1,6 @@
 """Spooled records to MLflow, each once: what the live sender and ``workbench sync`` both call.
 
-:func:`send` writes a window of consecutive records (:class:`~workbench.spool.Item`) of one run in
+:func:`send` writes a window of consecutive records (:class:`~workbench.tracking.spool.Item`) of one run in
 few MLflow calls: parameters, tags and datasets in the order logged, then every metric value
 (``log_batch``, 1,000 a call), then each table's rows appended in the order logged (one
 ``log_table`` per table), then each artifact path's last version in the window. A ``status``
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.spool import Item, Session
+from workbench.tracking.spool import Item, Session
 
 WINDOW = 16
 """Records written together at most: few calls per record, and a replay journals its progress often."""

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from trainers import shaping
-from trainers.method import METHODS, Method, MethodOptions, Shaped, StepBatch
+from trainers.method import Method, MethodOptions, Shaped, StepBatch, register_method
 
 
 class EvolRLOptions(MethodOptions):
@@ -25,9 +25,9 @@ class EvolRLOptions(MethodOptions):
     labels: Literal["verifier", "majority"] = Field("verifier", description="Correctness labels: verifier or majority vote.")
 
 
-@METHODS.register("evol_rl")
+@register_method
 class EvolRL(Method):
-    section = "evol_rl"
+    name = "evol_rl"
     Options = EvolRLOptions
     needs_embeddings = True
     score_columns = ("novelty",)

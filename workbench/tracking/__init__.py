@@ -5,8 +5,8 @@ Training code calls a :class:`Tracker` and never asks whether tracking is on:
 ``DummyWandb``). :class:`MlflowTracker` talks to any tracking server through
 ``MlflowClient`` with an explicit run id, so several runs can be written from
 one process; it spools every record in the run's folder first
-(:mod:`workbench.spool`) and writes it from there on a thread of its own
-(:mod:`workbench.sender`), so no caller waits on the server. Without
+(:mod:`workbench.tracking.spool`) and writes it from there on a thread of its own
+(:mod:`workbench.tracking.sender`), so no caller waits on the server. Without
 ``MLFLOW_TRACKING_URI`` the store is ``mlruns.db`` (SQLite) with artifacts under
 ``mlartifacts/``, both in the working directory.
 """
@@ -229,8 +229,8 @@ class MlflowTracker(Tracker):
 
     Every record (parameters, tags, metrics, table rows, text and Parquet artifacts, datasets, and
     last the run's status) is first written to the run's spool, ``<run folder>/spool/``
-    (:mod:`workbench.spool`; the run folder is ``training.output_dir/<run id>``, by default
-    ``outputs/<run id>``), and a sender thread (:class:`~workbench.sender.Sender`) writes it from
+    (:mod:`workbench.tracking.spool`; the run folder is ``training.output_dir/<run id>``, by default
+    ``outputs/<run id>``), and a sender thread (:class:`~workbench.tracking.sender.Sender`) writes it from
     there to the store, in order, each record once. No call waits on the network: while the store
     does not answer, records wait in the spool and the sender tries again; when it answers, the
     spool is written in order. Metrics and table rows are held in memory and spooled together
@@ -264,8 +264,8 @@ class MlflowTracker(Tracker):
         import threading
         import time
 
-        from workbench.sender import Sender
-        from workbench.spool import Session, spool_folder
+        from workbench.tracking.sender import Sender
+        from workbench.tracking.spool import Session, spool_folder
 
         self.client = mlflow_client
         self.run_id = check_run_id(run_id)
@@ -404,7 +404,7 @@ class MlflowTracker(Tracker):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from workbench.replay import is_outage
+        from workbench.tracking.replay import is_outage
 
         check_artifact_path(artifact_file)
         self._hand_over()

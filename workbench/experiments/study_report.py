@@ -1,12 +1,12 @@
 """The report folder of a ``workbench study`` (DESIGN 10): ``README.md`` with its tables, the per-run CSV
-they are recomputed from, and the figures of :mod:`workbench.study_plots` as PNG and HTML.
+they are recomputed from, and the figures of :mod:`workbench.experiments.study_plots` as PNG and HTML.
 
 Everything is read back from the tracking store, so ``--report-only`` rewrites
 the same report without training. The evaluation numbers come from the runs'
 evaluation artifacts through :func:`analysis.study_values.run_values`; the
 report writes them as ``per_run.csv`` and computes every table from them
 (:mod:`analysis.study_tables`), so the CSV reproduces the report. The sections
-are :mod:`workbench.study_sections`.
+are :mod:`workbench.experiments.study_sections`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.study_spec import Study
+from workbench.experiments.study_spec import Study
 
 
 def git_commit() -> str:
     """The commit of the workbench checkout, ``+ local changes`` when its tracked files differ from it."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
@@ -65,8 +65,8 @@ def _evaluation_sections(study: Study, values: pd.DataFrame, arms: list[str], ou
     """Table 1, the hypotheses, the paired and level tables and the evaluation figures; (lines, files)."""
     from analysis.study_tables import (curve_bands, headline_metrics, hypothesis_rows, paired_over_steps,
                                        paired_rows, passk_bands)
-    from workbench import study_sections as sec
-    from workbench.study_plots import curves_figure, paired_figure, passk_figure
+    from workbench.experiments import study_sections as sec
+    from workbench.experiments.study_plots import curves_figure, paired_figure, passk_figure
 
     files: list[str] = []
     results = hypothesis_rows(values, study.hypotheses)
@@ -107,7 +107,7 @@ def _evaluation_sections(study: Study, values: pd.DataFrame, arms: list[str], ou
 def _training_sections(train: pd.DataFrame, uri: str, arms: list[str], out: Path) -> tuple[list[str], list[str]]:
     """The group outcomes (where logged) and the training dynamics; (lines, files)."""
     from analysis.study import GROUP_OUTCOMES, TRAIN_DYNAMICS, dynamics
-    from workbench.study_plots import UNIT, dynamics_figure
+    from workbench.experiments.study_plots import UNIT, dynamics_figure
 
     lines, files = [], []
     logged = {k: v for k, v in GROUP_OUTCOMES.items() if f"metric.{k}" in train}
@@ -130,8 +130,8 @@ def _training_sections(train: pd.DataFrame, uri: str, arms: list[str], out: Path
 def _probe_section(study: Study, probes: pd.DataFrame, uri: str, arms: list[str], out: Path) -> tuple[list[str],
                                                                                                         list[str]]:
     from analysis.study import probe_pairs, probe_summary
-    from workbench.study_plots import figure3
-    from workbench.study_sections import figure3_table
+    from workbench.experiments.study_plots import figure3
+    from workbench.experiments.study_sections import figure3_table
 
     summary = probe_summary(probes, {a.name: a.method for a in study.arms})
     benchmark, n = study.probe["benchmark"], study.probe["n"]
@@ -159,7 +159,7 @@ def write_study_report(study: Study, uri: str, *, command: str, wall_s: float | 
     from analysis.loaders import runs_table
     from analysis.study import study_runs
     from analysis.study_values import read_values, run_values, write_values
-    from workbench import study_sections as sec
+    from workbench.experiments import study_sections as sec
 
     out = Path(study.report_dir)
     out.mkdir(parents=True, exist_ok=True)

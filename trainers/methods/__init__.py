@@ -1,25 +1,24 @@
-"""Which method a name means: a built-in, ``module:Class`` or an entry point.
+"""The built-in methods, one module each in this folder, and which method a name means.
 
-``resolve_method("g2rl")`` returns the registered class; ``"my.module:MyMethod"``
-imports a researcher's own :class:`~trainers.method.Method` subclass; a package
-can also register one under the entry-point group ``g2rl_workbench.methods``.
-Imports no torch: naming a method costs nothing at start-up.
+Every module here is imported with the package, and each registers its class with
+:func:`~trainers.method.register_method` under the class's ``name``: a new built-in is one new
+module in this folder and nothing else. ``resolve_method("g2rl")`` returns a registered class;
+``"my.module:MyMethod"`` imports a researcher's own :class:`~trainers.method.Method` subclass; a
+package can also publish one under the entry-point group ``g2rl_workbench.methods``, named by the
+class's ``name``. Imports no torch: naming a method costs nothing at start-up.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib.metadata import entry_points
 
-from trainers.entropy import EntropyBonus
-from trainers.evol_rl import EvolRL
-from trainers.g2rl import G2RL
-from trainers.grpo import GRPO
 from trainers.method import METHODS, Method
 from trainers.registry import UnknownNameError
 
-BUILTINS = (EntropyBonus, EvolRL, G2RL, GRPO)  # registered by their modules under METHODS
-
+for _module in pkgutil.iter_modules(__path__):  # each built-in registers itself as it is imported
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 ENTRY_POINT_GROUP = "g2rl_workbench.methods"
 
@@ -37,7 +36,11 @@ def resolve_method(name: str) -> type[Method]:
         return _import_method(name)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return _check(ep.load(), name)
+            cls = _check(ep.load(), name)
+            if cls.name != name:
+                raise UnknownNameError(f"entry point {name!r} of group {ENTRY_POINT_GROUP!r} loads {cls.__name__}, "
+                                       f"whose name is {cls.name!r}; publish it under {cls.name!r}")
+            return cls
     raise UnknownNameError(
         f"unknown method {name!r}; valid methods: {', '.join(METHODS.names())}, "
         "or 'package.module:ClassName' for your own Method subclass"

@@ -2,9 +2,9 @@
 
 :class:`~workbench.tracking.MlflowTracker` writes every record of a run (parameters, tags, metrics,
 table rows, text and Parquet artifacts, datasets, and last the run's status) to a spool folder
-first, and a sender thread (:mod:`workbench.sender`) writes it from there to MLflow. Where the
+first, and a sender thread (:mod:`workbench.tracking.sender`) writes it from there to MLflow. Where the
 store cannot be reached, records wait in the spool and training goes on; ``workbench sync RUN_ID``
-(:mod:`workbench.sync`) replays what a process left behind.
+(:mod:`workbench.tracking.sync`) replays what a process left behind.
 
 Layout: ``<run folder>/spool/<session>/`` (the run folder is ``training.output_dir/<run id>``, by
 default ``outputs/<run id>``), one session per process that wrote the run, named
@@ -19,7 +19,7 @@ default ``outputs/<run id>``), one session per process that wrote the run, named
 
 A record is pending until the journal says ``done`` or ``failed``; a pending record with a ``start``
 line is *in doubt*: its write may have reached the store before the process stopped or the answer
-was lost. :mod:`workbench.replay` checks the store before writing such a record again, so each
+was lost. :mod:`workbench.tracking.replay` checks the store before writing such a record again, so each
 record reaches the store once. A session whose records are all done is removed.
 """
 
@@ -40,7 +40,7 @@ from typing import Any
 SPOOL_DIR = "spool"
 """The spool's folder inside a run's folder."""
 KINDS = ("params", "tags", "metrics", "table", "text", "artifact", "dataset", "status")
-"""What a record holds, one MLflow write each: see :func:`workbench.replay.send`."""
+"""What a record holds, one MLflow write each: see :func:`workbench.tracking.replay.send`."""
 SESSION_FILE = "session.json"
 JOURNAL = "journal"
 LOCK = "lock"

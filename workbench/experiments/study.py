@@ -1,13 +1,13 @@
 """``workbench study --config FILE``: the whole comparison of DESIGN 10 in one resumable command.
 
-It trains arms x seeds (:mod:`workbench.study_spec` reads the file), probes each
+It trains arms x seeds (:mod:`workbench.experiments.study_spec` reads the file), probes each
 finished cell's final checkpoint, and writes the report folder
-(:mod:`workbench.study_report`). The cells run through the sweep's machinery
-(:func:`workbench.sweep.run_cells`): a cell is identified by its method, seed,
+(:mod:`workbench.experiments.study_report`). The cells run through the sweep's machinery
+(:func:`workbench.experiments.sweep.run_cells`): a cell is identified by its method, seed,
 config hash and its arm's tag ``workbench.arm``, so running the same study
 again skips finished cells, resumes killed ones and reruns failed ones, and
 probes are skipped where a finished probe of that benchmark exists
-(:func:`workbench.probe.probe_runs`). In MLflow the cells are nested under the
+(:func:`workbench.experiments.probe.probe_runs`). In MLflow the cells are nested under the
 experiment's one parent run tagged ``workbench.kind=study``, which running the
 study again reuses. ``--report-only`` rewrites the report from the store and
 trains nothing.
@@ -30,8 +30,8 @@ import sys
 import time
 
 from workbench.config import ConfigError
-from workbench.study_spec import Study, load_study
-from workbench.sweep import CellResult, TrainFn, run_cells, summary_table
+from workbench.experiments.study_spec import Study, load_study
+from workbench.experiments.sweep import CellResult, TrainFn, run_cells, summary_table
 from analysis.records import ARM_TAG, STUDY_KIND
 
 
@@ -39,7 +39,7 @@ def run_study(study: Study, *, train_fn: TrainFn | None = None, console=None,
               cells: list[int] | None = None) -> tuple[list[CellResult], list]:
     """Train every cell (of ``cells``, default all) not yet finished, then probe every finished one;
     (cell results, probe results)."""
-    from workbench.probe import probe_runs
+    from workbench.experiments.probe import probe_runs
 
     results = run_cells(study.cells, study.experiment, train_fn=train_fn, console=console, cells=cells,
                         tags=[{ARM_TAG: arm} for arm in study.cell_arms], kind=STUDY_KIND)
@@ -100,7 +100,7 @@ def run_shards(study: Study, jobs: int, console) -> list[int]:
 
 def _check_probe(study: Study) -> None:
     """A bad probe benchmark or file fails before anything trains."""
-    from workbench.probe import ProbeSource, load_problems
+    from workbench.experiments.probe import ProbeSource, load_problems
 
     if study.probe is not None:
         cfg = study.cells[0]
@@ -142,7 +142,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from workbench.signals import sigterm_as_interrupt
-    from workbench.study_report import write_study_report
+    from workbench.experiments.study_report import write_study_report
     from workbench.tracking import tracking_uri
 
     study = load_study(args.config)  # every arm's config checked before anything is recorded

@@ -5,9 +5,9 @@ checkpoint folder (e.g. ``outputs/<run_id>/checkpoint-100``) or any Hugging Face
 model id (:func:`workbench.models.load.resolve_model`). The sampling flags are
 the fields of :class:`workbench.config.EvalConfig`, with its defaults and
 descriptions; each benchmark is sampled by
-:func:`workbench.evaluation.evaluate_suite`, the loop training evaluates with.
+:func:`workbench.run.evaluation.evaluate_suite`, the loop training evaluates with.
 The run (tag ``method='eval'``) records the metrics of
-:func:`workbench.evaluation.score` at step 0 and the per-sample artifact
+:func:`workbench.run.evaluation.score` at step 0 and the per-sample artifact
 ``eval/step_000000.parquet`` of DESIGN 6, so the app and ``workbench report``
 read it like a training run's final evaluation.
 """
@@ -131,9 +131,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from analysis.records import eval_path
-    from workbench.evaluation import completion_tokens, eval_table, evaluate_suite, load_suite, parse_benchmarks, score
+    from workbench.run.evaluation import completion_tokens, eval_table, evaluate_suite, load_suite, parse_benchmarks, score
     from workbench.models.load import load_model, resolve_dtype, resolve_model
-    from workbench.recording import problems_frame
+    from workbench.run.recording import problems_frame
     from workbench.tracking import MlflowTracker, client, tracking_uri
 
     settings = eval_config(args)

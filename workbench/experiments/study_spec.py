@@ -20,7 +20,7 @@ A study file is a run config (the sections of ``workbench run``: ``model``,
       - {arm: g2rl-eq12, baseline: grpo, metric: pass@1, min_effect: -0.01, level: 3, step: 100}
 
 An arm is a sweep cell whose config differs: cell configs are built by
-:func:`workbench.sweep.cell_configs`, one arm at a time, so they resolve
+:func:`workbench.experiments.sweep.cell_configs`, one arm at a time, so they resolve
 exactly as ``workbench sweep --set ...`` would. A cell is an (arm, seed) of the
 arm's seeds, identified as a sweep's (method, seed, config hash) plus its arm's
 tag, so adding seeds to an arm later trains only the new cells.
@@ -48,8 +48,8 @@ import yaml
 
 from analysis.study_tables import Hypothesis
 from workbench.config import ConfigError, WorkbenchConfig, load_yaml
-from workbench.study_hypotheses import parse_hypotheses
-from workbench.sweep import CELL_KEYS, cell_configs, config_hash
+from workbench.experiments.study_hypotheses import parse_hypotheses
+from workbench.experiments.sweep import CELL_KEYS, cell_configs, config_hash
 
 STUDY_KEYS = ("experiment", "report_dir", "seeds", "probe", "arms", "jobs", "include", "baseline", "hypotheses")
 ARM_KEYS = ("name", "method", "set", "seeds")
@@ -74,7 +74,7 @@ class Study:
     seeds: tuple[int, ...]
     arms: tuple[Arm, ...]
     base: dict[str, Any]  # the run-config layer shared by every arm
-    probe: dict[str, Any] | None  # keyword arguments of workbench.probe.probe, with ``benchmark``
+    probe: dict[str, Any] | None  # keyword arguments of workbench.experiments.probe.probe, with ``benchmark``
     cells: tuple[WorkbenchConfig, ...] = field(repr=False)  # arm-major, seeds inner
     cell_arms: tuple[str, ...] = field(repr=False)  # the arm of each cell
     jobs: int = 1  # cells trained at once, each in its own process

@@ -1,9 +1,9 @@
 """The thread that writes a live run's spooled records to MLflow, in order, while training goes on.
 
-:class:`Sender` takes the records a tracker spools (:class:`~workbench.spool.Session`) and writes
-them with :func:`workbench.replay.deliver`, a window of consecutive records at a time, on one daemon
+:class:`Sender` takes the records a tracker spools (:class:`~workbench.tracking.spool.Session`) and writes
+them with :func:`workbench.tracking.replay.deliver`, a window of consecutive records at a time, on one daemon
 thread. Nothing that trains waits for it. Where the store cannot be reached
-(:func:`~workbench.replay.is_outage`) the window stays first in line and is tried again after 1, 2,
+(:func:`~workbench.tracking.replay.is_outage`) the window stays first in line and is tried again after 1, 2,
 4, ... up to :data:`MAX_BACKOFF_S` seconds, marked in doubt, so the store gets each record once when
 it answers again. A record the store refuses for another reason is journaled as failed, and its
 error is handed to the tracker (:meth:`Sender.take_error`), which raises it on the thread that logs.
@@ -24,8 +24,8 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from workbench.replay import Outage, deliver, windows
-from workbench.spool import Item, Session
+from workbench.tracking.replay import Outage, deliver, windows
+from workbench.tracking.spool import Item, Session
 
 MAX_BACKOFF_S = 10.0
 """The longest wait between two tries of a store that did not answer."""

@@ -4,8 +4,8 @@ The order matters for what a failure leaves behind:
 
 1. :func:`load_inputs` reads and checks every file the run needs (training data,
    evaluation benchmarks) before any MLflow run exists, so bad input records nothing.
-2. :func:`workbench.launch.launch_tracker` creates the MLflow run, or reopens it
-   to resume (:func:`workbench.launch.find_resume_point`), on rank 0 only.
+2. :func:`workbench.run.launch.launch_tracker` creates the MLflow run, or reopens it
+   to resume (:func:`workbench.run.launch.find_resume_point`), on rank 0 only.
 3. :func:`train` trains, from a checkpoint when resuming.
 
 A run checkpoints every tenth of its steps unless ``training.save_steps`` says otherwise
@@ -28,7 +28,7 @@ import numpy as np
 
 from workbench.config import ConfigError, WorkbenchConfig, build_method
 from trainers.registry import UnknownNameError
-from workbench.launch import checkpoint_dir
+from workbench.run.launch import checkpoint_dir
 from workbench.tracking import Tracker
 
 
@@ -46,7 +46,7 @@ def load_inputs(cfg: WorkbenchConfig) -> Inputs:
 
     Imports no torch: bad input fails in a second or two.
     """
-    from workbench.evaluation import benchmark_suite
+    from workbench.run.evaluation import benchmark_suite
     from workbench.tasks import build_task
 
     _per_device_batch(cfg)  # the batch must split over this launch's processes
@@ -121,42 +121,96 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
     ``inputs`` are :func:`load_inputs` of ``cfg`` (loaded here if not given);
     ``resume_from_checkpoint`` is a ``checkpoint-N`` folder of this run to continue from.
     """
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from workbench.run.recording import log_datasets
+
+    prepare_process(cfg)
+    inputs = inputs or load_inputs(cfg)
+    if resume_from_checkpoint is None:  # a resumed run logged them when it began
+        log_datasets(tracker, inputs, cfg.task.path)
+    model, tokenizer = load_policy(cfg)
+    # A resumed run goes on writing next to the checkpoint it resumes from.
+    out_dir = Path(resume_from_checkpoint).parent if resume_from_checkpoint else checkpoint_dir(cfg, tracker.run_id)
+    trainer = build_trainer(cfg, tracker, inputs, model, tokenizer, out_dir)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the steps recorded so far still reach the store
+            trainer.recorder.flush()
+        raise
+    return trainer
+
+
+def prepare_process(cfg: WorkbenchConfig) -> None:
+    """Seeds, torch threads and the warnings a run silences, before anything is loaded."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import GRPOConfig
 
-    from trainers.geometry import GeometryArgs
-    from trainers.trainer import MethodTrainer, VerifierReward
-    from workbench.evaluation import EvalCallback
-    from workbench.models.presets import PRESETS
-    from transformers.trainer_callback import ProgressCallback
-
-    from workbench.recording import ProgressBar, StepRecorder, TrackerCallback, log_datasets
-
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     seed_everything(cfg.seed)
     if cfg.training.cpu_threads:
         torch.set_num_threads(cfg.training.cpu_threads)
-    inputs = inputs or load_inputs(cfg)
-    task = inputs.task
-    if resume_from_checkpoint is None:
-        log_datasets(tracker, inputs, cfg.task.path)
+
+
+def load_policy(cfg: WorkbenchConfig):
+    """The policy of ``cfg`` (its preset's folder, or ``model.name_or_path``) and its tokenizer, with a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.models.presets import PRESETS
+
     model_path = cfg.model.name_or_path if cfg.model.preset == "path" else PRESETS.get(cfg.model.preset).load(cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = getattr(torch, cfg.model.dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, cfg.model.dtype))
+    return model, tokenizer
+
+
+def build_trainer(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs, model, tokenizer, out_dir: Path):
+    """The :class:`~trainers.trainer.MethodTrainer` of ``cfg``: its method, verifier, geometry, the step
+    recorder writing through ``tracker``, the evaluations, and the workbench's progress bar."""
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import ProgressCallback
+
+    from trainers.geometry import GeometryArgs, feature_fields
+    from trainers.recorder import StepRecorder
+    from trainers.trainer import MethodTrainer, VerifierReward
+    from workbench.run.evaluation import EvalCallback
+    from workbench.run.recording import ProgressBar, TrackerCallback
+
     method = build_method(cfg)
-    dataset = Dataset.from_list([_example(p, task.chat) for p in inputs.problems])
+    t = cfg.training
+    if t.use_vllm and not torch.cuda.is_available():
+        from workbench.run.vllm_cpu import plain_cpu_linear
+
+        plain_cpu_linear()  # else TRL's weight sync into vLLM fails on CPU
+    verifier = VerifierReward(inputs.task)
+    trainer = MethodTrainer(
+        model=model,
+        reward_funcs=[verifier],
+        args=grpo_args(cfg, method, out_dir),
+        train_dataset=Dataset.from_list([_example(p, inputs.task.chat) for p in inputs.problems]),
+        processing_class=tokenizer,
+        method=method,
+        verifier=verifier,
+        geometry=GeometryArgs(phi_route=cfg.g2rl.route, **feature_fields(cfg.features)),  # the section, as it is
+        recorder=StepRecorder(tracker, cfg.features, seed=cfg.seed, dump_every=cfg.features.dump_cadence(t.steps)),
+        callbacks=[TrackerCallback(tracker), EvalCallback(cfg, inputs.suite, tokenizer, tracker).callback],
+    )
+    trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows accuracy, KL, entropy
+    trainer.add_callback(ProgressBar)
+    return trainer
+
+
+def grpo_args(cfg: WorkbenchConfig, method, out_dir: Path):
+    """TRL's GRPOConfig of ``cfg``'s training section, with the method's own trainer options."""
+    import torch
+    from trl import GRPOConfig
 
     t = cfg.training
     cuda = torch.cuda.is_available()
-    # A resumed run goes on writing next to the checkpoint it resumes from.
-    out_dir = Path(resume_from_checkpoint).parent if resume_from_checkpoint else checkpoint_dir(cfg, tracker.run_id)
-    args = GRPOConfig(
+    return GRPOConfig(
         output_dir=str(out_dir),
         seed=cfg.seed,
         max_steps=t.steps,
@@ -191,38 +245,6 @@ def train(cfg: WorkbenchConfig, tracker: Tracker, inputs: Inputs | None = None,
         dataloader_num_workers=0,
         **method.trainer_args(),
     )
-    f = cfg.features
-    geometry = GeometryArgs(phi_route=cfg.g2rl.route, geometry_embeddings=f.geometry, embedding_model=f.encoder,
-                            geometry_tau=f.tau, log_geometry=f.geometry, dump_every=f.dump_cadence(t.steps),
-                            dump_dtype=f.dtype, dump_project_dim=f.project_dim,
-                            semantic_every=f.semantic_cadence(t.steps, method.needs_embeddings))
-    if t.use_vllm and not cuda:
-        from workbench.vllm_cpu import plain_cpu_linear
-
-        plain_cpu_linear()  # else TRL's weight sync into vLLM fails on CPU
-    evaluator = EvalCallback(cfg, inputs.suite, tokenizer, tracker)
-    verifier = VerifierReward(task)
-    trainer = MethodTrainer(
-        model=model,
-        reward_funcs=[verifier],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        method=method,
-        verifier=verifier,
-        geometry=geometry,
-        recorder=StepRecorder(tracker, cfg.features, seed=cfg.seed, dump_every=f.dump_cadence(t.steps)),
-        callbacks=[TrackerCallback(tracker), evaluator.callback],
-    )
-    trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows reward, KL, entropy
-    trainer.add_callback(ProgressBar)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the steps recorded so far still reach the store
-            trainer.recorder.flush()
-        raise
-    return trainer
 
 
 def _checkpointing_arg(config_class) -> str:

@@ -9,7 +9,7 @@ verifier, and computes for each
 - Phi by the **forward route** (DESIGN 3.4, :func:`trainers.features.phi_forward`):
   one no-grad forward over prompt + completion after sampling, with p_t =
   softmax(z_t / T) at the sampling temperature T. Sampling then is plain
-  ``generate`` by :func:`workbench.evaluation.sample`, the loop ``workbench eval``
+  ``generate`` by :func:`workbench.run.evaluation.sample`, the loop ``workbench eval``
   and training's evaluation sample with; the sampling route would
   save that forward but ties Phi to transformers' generation internals, and
   both routes agree to float tolerance (tests/test_features.py);
@@ -46,7 +46,7 @@ from workbench.config import ConfigError, WorkbenchConfig, build_config, validat
 from analysis.records import ARM_TAG, DEFAULT_EXPERIMENT, KIND_TAG, PROBE, PROBE_OF_TAG
 from analysis.records import PROBE_BENCHMARK_TAG as BENCHMARK_TAG
 from analysis.records import PROBE_STEP_TAG as STEP_TAG
-from workbench.evaluation import TASK_BENCHMARK
+from workbench.run.evaluation import TASK_BENCHMARK
 
 NO_RUN_METHOD = "base"  # the method tag of a probe of a model that no run trained
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -88,7 +88,7 @@ def _run_config(mlflow_client, run_id: str) -> tuple[Any, WorkbenchConfig]:
 
 def from_run(mlflow_client, run_id: str, step: int | None = None) -> ProbeSource:
     """The last checkpoint of run ``run_id``, or its ``checkpoint-<step>``; errors name the value and the fix."""
-    from workbench.launch import CHECKPOINT_TAG, checkpoint_folder, last_checkpoint
+    from workbench.run.launch import CHECKPOINT_TAG, checkpoint_folder, last_checkpoint
 
     run, cfg = _run_config(mlflow_client, run_id)
     folder = checkpoint_folder(cfg, run_id, run.data.tags.get(CHECKPOINT_TAG))
@@ -185,12 +185,12 @@ class ProbeSamples:
 
 def sample(model, tokenizer, task, problems, *, n: int, temperature: float, max_new_tokens: int, seed: int,
            embedder, prompts_per_batch: int = 8, forward_batch: int = 8, progress=None) -> ProbeSamples:
-    """``n`` completions per problem, sampled and checked by :func:`workbench.evaluation.sample` (the loop
+    """``n`` completions per problem, sampled and checked by :func:`workbench.run.evaluation.sample` (the loop
     evaluation samples with), with Phi by the forward route and the text embedding of each."""
     import torch
 
     from trainers.features import pad_batch, phi_forward
-    from workbench.evaluation import eval_mode, sample as sample_completions
+    from workbench.run.evaluation import eval_mode, sample as sample_completions
 
     completions = sample_completions(model, tokenizer, task, problems, n=n, temperature=temperature,
                                      max_new_tokens=max_new_tokens, seed=seed, prompts_per_batch=prompts_per_batch,
@@ -327,8 +327,8 @@ def resolve_source(args: argparse.Namespace, mlflow_client) -> ProbeSource:
 
 def load_problems(source: ProbeSource, benchmark: str, data_dir: str | None, max_problems: int | None):
     """(benchmark name, task, problems) of the one benchmark ``benchmark`` (``--benchmark``) names, by
-    :func:`workbench.evaluation.load_suite`: ``task`` is the test split of the source config's task."""
-    from workbench.evaluation import load_suite, parse_benchmarks
+    :func:`workbench.run.evaluation.load_suite`: ``task`` is the test split of the source config's task."""
+    from workbench.run.evaluation import load_suite, parse_benchmarks
 
     parsed = parse_benchmarks(benchmark, "--benchmark", task=True)
     if len(parsed) != 1:
@@ -345,7 +345,7 @@ def probe(source: ProbeSource, *, benchmark: str = TASK_BENCHMARK, data_dir: str
     ``temperature``, ``max_new_tokens`` and ``batch`` (problems per generate call) default to the source
     config's evaluation settings."""
     from trainers.embeddings import TextEmbedder
-    from workbench.evaluation import completion_tokens
+    from workbench.run.evaluation import completion_tokens
     from workbench.models.load import load_model, resolve_dtype
     from workbench.progress import progress
     from workbench.tracking import MlflowTracker, client
@@ -369,7 +369,7 @@ def probe(source: ProbeSource, *, benchmark: str = TASK_BENCHMARK, data_dir: str
                          max_new_tokens=max_new_tokens, seed=seed, embedder=embedder, prompts_per_batch=batch,
                          progress=bar.advance)
     seconds = time.perf_counter() - t0
-    from workbench.recording import problems_frame
+    from workbench.run.recording import problems_frame
 
     tracker = MlflowTracker.start(experiment, run_name or f"probe-{name}-{source.label}",
                                   probe_tags(source, name, seed))

@@ -3,8 +3,8 @@
 A cell is identified by its tags ``method``, ``seed`` and ``config_hash`` (:func:`config_hash`, a hash of its
 resolved config) plus any tags its caller adds (a study's arm). :func:`_decide` reads its earlier runs and
 says whether to skip it (FINISHED), leave it (RUNNING in a live process), resume the newest killed run or
-start a new one; :func:`run_one` trains it. :mod:`workbench.sweep` runs cells one after the other in one
-process, :mod:`workbench.sweep_cell` one cell across the processes of a launch; both build on this module.
+start a new one; :func:`run_one` trains it. :mod:`workbench.experiments.sweep` runs cells one after the other in one
+process, :mod:`workbench.experiments.sweep_cell` one cell across the processes of a launch; both build on this module.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from analysis.records import HASH_TAG, PARENT_TAG
 from workbench.config import ConfigError, WorkbenchConfig
-from workbench.launch import ProcessState, find_resume_point, reopen_tracker, run_process, start_tracker
+from workbench.run.launch import ProcessState, find_resume_point, reopen_tracker, run_process, start_tracker
 from workbench.tracking import Tracker, TrackingError, closing_run
 
 TrainFn = Callable[..., Any]  # (cfg, tracker) for a new run; also resume_from_checkpoint= for a resumed one
@@ -56,8 +56,8 @@ def previous_runs(mlflow_client, exp_id: str, cfg: WorkbenchConfig, digest: str,
 
 def _synced(mlflow_client, run):
     """``run`` as the store holds it after writing what a stopped process left in its spool (its last steps,
-    its status: :func:`workbench.sync.sync_run`); a run that a live process writes is left to it."""
-    from workbench.sync import has_spool, run_folder_of, sync_run
+    its status: :func:`workbench.tracking.sync.sync_run`); a run that a live process writes is left to it."""
+    from workbench.tracking.sync import has_spool, run_folder_of, sync_run
 
     if run.info.status in ("RUNNING", "SCHEDULED") and run_process(run.data.tags) is ProcessState.ALIVE:
         return run
@@ -88,7 +88,7 @@ def _decide(mlflow_client, runs: list, rerun_running: bool) -> tuple[str, str | 
 
 
 def _resume_point(run_id: str):
-    """Where the killed run ``run_id`` continues (a :class:`workbench.launch.ResumePoint`), or the reason it
+    """Where the killed run ``run_id`` continues (a :class:`workbench.run.launch.ResumePoint`), or the reason it
     cannot."""
     try:
         return find_resume_point(run_id), None
@@ -96,9 +96,20 @@ def _resume_point(run_id: str):
         return None, str(err)
 
 
+def resume_or_restart(action: str, run_id: str | None, say, label: str):
+    """The resume point of a cell whose ``action`` is "resume" (None otherwise, or where the killed run
+    cannot resume: ``say`` then tells ``label``'s user that it starts a new run)."""
+    if action != "resume":
+        return None
+    point, why_not = _resume_point(run_id)
+    if point is None:
+        say(f"[yellow]{label}: killed run {run_id} cannot resume ({why_not}); starting a new run[/yellow]")
+    return point
+
+
 def _default_train(cfg: WorkbenchConfig, tracker: Tracker, **kwargs: Any) -> None:
-    """``workbench.train.train``, then the model and trainer freed before the next cell loads its own."""
-    from workbench.train import train
+    """``workbench.run.train.train``, then the model and trainer freed before the next cell loads its own."""
+    from workbench.run.train import train
 
     try:
         train(cfg, tracker, **kwargs)
