@@ -165,19 +165,12 @@ def _with_sections(sections: tuple[tuple[str, type], ...]) -> type[WorkbenchConf
     return create_model("WorkbenchConfig", __base__=WorkbenchConfig, **fields)
 
 
-def method_options(cfg: WorkbenchConfig):
-    """The options section of ``cfg.method`` (None for a method without options): all a method is handed."""
-    from trainers.methods import resolve_method
-
-    section = resolve_method(cfg.method).section
-    return getattr(cfg, section) if section else None
-
-
 def build_method(cfg: WorkbenchConfig):
     """The :class:`~trainers.method.Method` of ``cfg``, given its own options section only."""
     from trainers.methods import resolve_method
 
-    return resolve_method(cfg.method)(method_options(cfg))
+    cls = resolve_method(cfg.method)
+    return cls(getattr(cfg, cls.section) if cls.section else None)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
