@@ -22,16 +22,8 @@ import yaml
 from analysis.records import HASH_TAG, PARENT_TAG, SWEEP_KIND
 from workbench.config import WorkbenchConfig, to_yaml, validate
 from workbench.run.launch import from_rank_zero, process_rank, reopen_tracker, start_tracker
-from workbench.experiments.cell import (
-    CellResult,
-    TrainFn,
-    _decide,
-    _default_train,
-    check_cell,
-    config_hash,
-    previous_runs,
-    resume_or_restart,
-)
+from workbench.experiments.cell import CellResult, TrainFn, _decide, _default_train, check_cell, config_hash
+from workbench.experiments.cell import previous_runs, resume_or_restart
 from workbench.tracking import NullTracker, Tracker, client, closing_run, experiment_id, parent_run
 
 
