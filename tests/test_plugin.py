@@ -14,7 +14,7 @@ from analysis.loaders import load_dumps, runs_table
 from conftest import SMALL
 from trainers.methods import resolve_method
 from workbench.cli import main
-from workbench.config import ConfigError, build_config, build_method
+from workbench.config import ConfigError, build_config, build_method, load_yaml
 from trainers.registry import UnknownNameError
 
 PLUGIN = textwrap.dedent('''
@@ -91,7 +91,13 @@ def test_plugin_trains_and_records_its_rewards(store, model_cache, plugin_module
     assert "metric.plugin/no_answer" in runs.columns
 
 
-def test_a_plugin_declares_its_own_options_section(plugin_module):
+def test_a_plugin_declares_its_own_options_section(plugin_module, tmp_path):
+    yaml_file = tmp_path / "plugin.yaml"
+    yaml_file.write_text("method: my_methods:ScaledPenalty\npenalty:\n  penalty: 0.75\n")
+    assert build_config([load_yaml(yaml_file)]).penalty.penalty == 0.75  # the YAML path
+    yaml_file.write_text("method: my_methods:ScaledPenalty\npenalty:\n  penalty: -2\n")
+    with pytest.raises(ConfigError, match="penalty.penalty"):
+        build_config([load_yaml(yaml_file)])
     cfg = build_config([{"method": "my_methods:ScaledPenalty"}], ["penalty.penalty=0.25"])
     assert cfg.penalty.penalty == 0.25 and cfg.g2rl.lam == 1.0  # the built-ins' sections are always there
     method = build_method(cfg)
