@@ -10,6 +10,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from trainers.accumulator import PhiAccumulator, check_sampling_config, extra_logits_processors, sampling_config_problems
 from trainers.features import (
     EPS,
+    head_product,
     pad_batch,
     phi_forward,
     phi_from_logits,
@@ -346,3 +347,18 @@ def test_pad_batch_layout():
     assert input_ids.tolist() == [[5, 6, 8, EOS, PAD], [PAD, 7, 9, 10, 11]]
     assert attention_mask.tolist() == [[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]]
     assert completion_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+@pytest.mark.parametrize("batch", [1, 4, 16])
+def test_head_product_is_the_matrix_product(batch):
+    """The closed form's V x d product (oneDNN on CPU float32) equals ``residual @ W`` to float tolerance."""
+    gen = torch.Generator().manual_seed(batch)
+    weight = torch.randn(3000, 48, generator=gen) * 0.05  # (V, d)
+    residual = torch.softmax(torch.randn(batch, 3000, generator=gen), -1) * 7 - 0.01  # (B, V)
+    want = (residual.double() @ weight.double()).float()
+    got = head_product(residual, weight)
+    assert got.shape == (batch, 48) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    strided = torch.randn(3000, 2 * batch, generator=gen).t()[::2]  # (B, V), not contiguous
+    torch.testing.assert_close(head_product(strided, weight), strided @ weight, rtol=1e-5, atol=1e-5)
+    assert head_product(residual.double(), weight.double()).dtype == torch.float64  # outside oneDNN: `@`
