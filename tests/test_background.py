@@ -102,6 +102,37 @@ def test_the_background_recorder_embeds_what_the_step_did_not_and_keeps_each_ste
     recorder.close()
 
 
+@pytest.mark.skipif(__import__("torch").get_num_threads() < 2, reason="needs torch on 2 threads to tell 1 from 2")
+def test_the_recorder_encodes_on_one_thread_and_the_training_thread_keeps_its_own():
+    import torch
+
+    from trainers.background import WORKER_THREADS
+
+    before, seen, inside, release = torch.get_num_threads(), {}, threading.Event(), threading.Event()
+
+    def embed(texts):
+        seen["worker"] = torch.get_num_threads()
+        inside.set()
+        release.wait(10)
+        return np.ones((len(texts), 2), np.float32) / np.sqrt(2)
+
+    recorder = BackgroundRecorder(ListRecorder(), embed=embed)
+    recorder.record(_record(1))
+    assert inside.wait(10)
+    x = torch.randn(512, 512)
+    torch.exp(x)  # a parallel op on this thread while the worker is inside its one-thread block
+    seen["training, meanwhile"] = torch.get_num_threads()
+    release.set()
+    recorder.close()
+    assert WORKER_THREADS == 1 and seen == {"worker": 1, "training, meanwhile": before}
+    assert torch.get_num_threads() == before
+    late = {}
+    thread = threading.Thread(target=lambda: late.setdefault("n", torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert late["n"] == before  # threads started after the block get the default back
+
+
 def test_the_tracker_writes_from_any_thread_and_a_flush_holds_everything_before_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri)
