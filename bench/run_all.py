@@ -20,7 +20,8 @@ import time
 
 from bench.results import RESULTS, Row, append, start
 
-BENCHMARKS = ("feature_cost", "step_cost", "engine_overhead", "two_jobs", "analysis_scale", "dump_size", "app_render")
+BENCHMARKS = ("feature_cost", "step_cost", "engine_overhead", "two_jobs", "encoder_cost", "analysis_scale", "dump_size",
+              "app_render")
 PREPARE = {  # one-time, cached builds, run side by side before any timing (a fresh clone spends minutes here)
     "models": "from workbench.config import build_config\n"
               "from workbench.models.tiny import tiny_model_dir\n"

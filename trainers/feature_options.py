@@ -49,6 +49,11 @@ class FeatureOptions(BaseModel):
     dtype: Literal["float32", "float16"] = Field("float32", description="Storage dtype of dumped vectors.")
     project_dim: int | None = Field(None, ge=2, description="Seeded random projection of Phi before dumping.")
     encoder: str | None = Field(None, description="sentence-transformers model id or path (default: packaged MiniLM).")
+    encoder_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision the text encoder computes in. auto: bfloat16 where the device computes it "
+                            "natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16), else float32; the run's "
+                            "param records the one used. bfloat16 halves MiniLM's CPU time, and its per-pair cosines "
+                            "differ from float32's by at most 0.01 (measured in make bench).")
     tau: float = Field(0.1, ge=0, le=1, description="Orthogonality threshold of the geometry fractions.")
 
     def dump_cadence(self, steps: int) -> int:

@@ -127,7 +127,7 @@ class GeometryMixin:
         if embedder is None and features.geometry:
             from trainers.embeddings import TextEmbedder
 
-            embedder = TextEmbedder(features.encoder)
+            embedder = TextEmbedder(features.encoder, dtype=features.encoder_dtype)
         self.embedder = embedder
         if recorder is None:  # TRL's own logging, and the artifacts to MLflow or output_dir
             recorder = StepRecorder(TrainerLogSink(self), features, seed=self.args.seed, dump_every=self.dump_every)

@@ -81,7 +81,7 @@ class MethodTrainer(GeometryMixin, GRPOTrainer):
         if method.needs_embeddings and self.embedder is None:
             from trainers.embeddings import TextEmbedder
 
-            self.embedder = TextEmbedder(self.features.encoder)
+            self.embedder = TextEmbedder(self.features.encoder, dtype=self.features.encoder_dtype)
         if type(method).shape is not Method.shape:  # the method changes rewards: add the shaping column
             self.reward_funcs.append(_shaping_column)
             self.reward_func_names.append(_shaping_column.__name__)

@@ -362,7 +362,7 @@ def probe(source: ProbeSource, *, benchmark: str = TASK_BENCHMARK, data_dir: str
     batch = batch or e.prompts_per_batch
     dtype = resolve_dtype(dtype)
     model, tokenizer = load_model(source.model_path, dtype, cpu_threads=source.cfg.training.cpu_threads)
-    embedder = TextEmbedder(source.cfg.features.encoder)
+    embedder = TextEmbedder(source.cfg.features.encoder, dtype=source.cfg.features.encoder_dtype)
     t0 = time.perf_counter()
     with progress(f"probe {name} (n={n}) of {source.label}", len(problems)) as bar:
         samples = sample(model, tokenizer, task, problems, n=n, temperature=temperature,
@@ -378,6 +378,7 @@ def probe(source: ProbeSource, *, benchmark: str = TASK_BENCHMARK, data_dir: str
                             "data_dir": data_dir, "n": n, "max_problems": max_problems, "temperature": temperature,
                             "max_new_tokens": max_new_tokens, "seed": seed, "dtype": dtype, "phi_route": "forward",
                             "features.tau": source.cfg.features.tau, "features.encoder": source.cfg.features.encoder,
+                            "features.encoder_dtype": embedder.dtype,
                             "features.project_dim": source.cfg.features.project_dim,
                             "features.dtype": source.cfg.features.dtype})
         tracker.log_dataset(problems_frame(problems), name, "evaluation")

@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from analysis.records import CHECKPOINT_TAG, CONFIG_ARTIFACT, HOST_TAG, PID_TAG, RESUMED_TAG
+from trainers.embeddings import encoder_dtype
 from workbench import __version__
 from workbench.config import WorkbenchConfig, flatten, to_yaml, validate
 from workbench.tracking import (
@@ -114,7 +115,9 @@ def start_tracker(cfg: WorkbenchConfig) -> MlflowTracker:
     tracker = MlflowTracker.start(cfg.tracking.experiment, run_name, run_tags(cfg), flush_s=cfg.tracking.flush_s,
                                   system_metrics_s=cfg.tracking.system_metrics_interval(),
                                   output_dir=cfg.training.output_dir, finish_wait_s=cfg.tracking.finish_wait_s)
-    tracker.log_params(flatten(cfg.model_dump(mode="json")))
+    params = flatten(cfg.model_dump(mode="json"))
+    params["features.encoder_dtype"] = encoder_dtype(cfg.features.encoder_dtype)  # what ran, auto resolved
+    tracker.log_params(params)
     tracker.log_text(to_yaml(cfg), CONFIG_ARTIFACT)
     tracker.set_tags(_process_tags(cfg, tracker.run_id))
     return tracker
