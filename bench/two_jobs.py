@@ -47,12 +47,18 @@ def run_cells(count: int, steps: int, experiment: str) -> tuple[list[float], flo
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    procs = [subprocess.Popen(cell_argv(seed, steps, experiment), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for seed in range(count)]
+    logs = [Path(SCRATCH) / f"{experiment}-seed{seed}.log" for seed in range(count)]
+    procs = []
+    for seed, log in enumerate(logs):
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(cell_argv(seed, steps, experiment), stdout=out, stderr=subprocess.STDOUT))
     codes = [p.wait() for p in procs]
     wall = time.perf_counter() - start
     if any(codes):
-        raise SystemExit(f"a cell failed (exit codes {codes}); run {' '.join(cell_argv(0, steps, experiment))}")
+        seed = next(i for i, code in enumerate(codes) if code)
+        tail = "\n".join(logs[seed].read_text(errors="replace").splitlines()[-40:])
+        raise SystemExit(f"a cell failed (exit codes {codes}); the end of seed {seed}'s output:\n{tail}\n"
+                         f"run {' '.join(cell_argv(seed, steps, experiment))}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / (count * steps)
     uri = os.environ["MLFLOW_TRACKING_URI"]
