@@ -63,7 +63,7 @@ browser: setup
 	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium chromium-driver; \
 	else echo "not root: the browser test is skipped (install with: sudo apt-get install chromium chromium-driver)"; fi
 
-# Benchmarks (not part of the tests): writes bench/RESULTS.md; about 20 minutes on 2 CPU cores.
+# Benchmarks (not part of the tests): writes bench/RESULTS.md; about 28 minutes on 2 CPU cores.
 # BENCH_SMOLLM2=0 skips the smollm2-135m steps, BENCH_QUICK=1 is a short smoke run, BENCH_THREADS sets torch threads.
 bench: setup
 	$(PY) -m bench.run_all
