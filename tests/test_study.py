@@ -254,3 +254,4 @@ def test_the_shipped_default_study_parses(monkeypatch):
     assert {a.name: len(a.seeds) for a in study.arms if len(a.seeds) != 4} == {"grpo": 8, "g2rl": 8}
     assert study.baseline == "grpo" and study.hypotheses
     assert [p.name for p in study.include] == ["reading.md"]
+    assert study.base["features"] == {"encoder_dtype": "float32"}  # as the committed report ran
