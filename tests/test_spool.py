@@ -258,3 +258,34 @@ def test_the_store_refusing_a_record_is_raised_and_the_rest_is_written(tmp_path,
     tracker.finish()
     assert real.get_run(run_id).info.status == "FINISHED"
     assert [m.value for m in real.get_metric_history(run_id, "train/reward")] == [1.0]
+
+
+def test_two_runs_logging_the_same_dataset_at_once_both_get_it(tmp_path):
+    """A study's cells log one training set into one experiment at the same moment; neither is refused."""
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import experiment_id
+    from workbench.tracking.replay import _log_dataset
+
+    uri = f"sqlite:///{tmp_path / 'race.db'}"
+    store = MlflowClient(uri)
+    exp = experiment_id(store, "race")
+    for trial in range(8):
+        payload = {"dataset": {"name": "train", "digest": f"d{trial}", "source_type": "code", "source": "{}"},
+                   "context": "training"}
+        runs = [store.create_run(exp).info.run_id for _ in range(2)]
+        errors: list[BaseException] = []
+
+        def log(run_id, payload=payload, errors=errors):
+            try:
+                _log_dataset(MlflowClient(uri), run_id, payload)
+            except BaseException as err:  # noqa: BLE001 - collected for the assertion
+                errors.append(err)
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors
+        assert all(len(store.get_run(r).inputs.dataset_inputs) == 1 for r in runs)

@@ -179,9 +179,16 @@ def _flush_params_tags(mlflow_client, run_id: str, params: dict[str, str], tags:
 def _log_dataset(mlflow_client, run_id: str, payload: dict[str, Any]) -> None:
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    from mlflow.exceptions import MlflowException
+
     dataset = Dataset(**payload["dataset"])
     tag = InputTag(key="mlflow.data.context", value=payload["context"])
-    mlflow_client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[tag])])
+    try:
+        mlflow_client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[tag])])
+    except MlflowException as err:  # two runs of one experiment logged the same dataset at once (a study's cells)
+        if "UNIQUE constraint failed: datasets" not in str(err):
+            raise
+        mlflow_client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[tag])])  # it exists now: link it
 
 
 def _log_file(mlflow_client, run_id: str, data: Path | None, artifact_file: str) -> None:
